@@ -1,0 +1,52 @@
+"""cllm: real-time streaming for LiteLLM.
+
+Text, reasoning and tool-call arguments as they arrive, and a final response with a normalized
+finish reason, usage and cost, on every provider LiteLLM supports.
+"""
+
+from cllm._api import acomplete, astream, complete, stream
+from cllm._stream import AsyncStream
+from cllm._sync import Stream
+from cllm.core.events import (
+    Event,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+)
+from cllm.core.finish import FinishReason, normalize_finish_reason
+from cllm.core.partial_json import PartialJsonParser, parse_partial_json
+from cllm.core.response import Response, ToolCall, Usage
+from cllm.errors import CllmError, ProviderError, StreamInterrupted, StreamTimeout
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncStream",
+    "CllmError",
+    "Event",
+    "Finish",
+    "FinishReason",
+    "PartialJsonParser",
+    "ProviderError",
+    "ReasoningDelta",
+    "Response",
+    "Stream",
+    "StreamInterrupted",
+    "StreamTimeout",
+    "TextDelta",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
+    "Usage",
+    "__version__",
+    "acomplete",
+    "astream",
+    "complete",
+    "normalize_finish_reason",
+    "parse_partial_json",
+    "stream",
+]

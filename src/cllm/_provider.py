@@ -1,0 +1,293 @@
+"""The LiteLLM adapter: the only module that imports litellm.
+
+It builds requests, opens streams, turns LiteLLM's chunk objects into core `Chunk`s, reads usage
+and cost, and turns LiteLLM's exceptions into cllm's. litellm is imported on first use, so
+``import cllm`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from cllm.core.accumulator import Chunk, ToolCallChunk
+from cllm.core.response import Usage
+from cllm.errors import CllmError, ProviderError
+
+__all__ = [
+    "Request",
+    "cost",
+    "litellm",
+    "non_stream_chunk",
+    "prepare",
+    "provider_error",
+    "reported_usage",
+    "to_chunk",
+]
+
+_lock = threading.Lock()
+_litellm: ModuleType | None = None
+
+
+def litellm() -> ModuleType:
+    """Import and configure litellm once.
+
+    LiteLLM downloads its price table at import unless told not to; the bundled copy is used
+    unless the caller set ``LITELLM_LOCAL_MODEL_COST_MAP`` themselves.
+    """
+    global _litellm
+    if _litellm is None:
+        with _lock:
+            if _litellm is None:
+                os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+                import litellm as module
+
+                # Unknown models make LiteLLM print a provider list to stdout.
+                module.suppress_debug_info = True
+                _litellm = module
+    return _litellm
+
+
+CLLM_OPTIONS = ("first_token_timeout", "idle_timeout", "total_timeout")
+
+
+@dataclass(slots=True)
+class Request:
+    """A prepared LiteLLM call plus cllm's own options."""
+
+    model: str
+    kwargs: dict[str, Any]
+    first_token_timeout: float | None = None
+    idle_timeout: float | None = None
+    total_timeout: float | None = None
+    provider: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_messages(prompt_or_messages: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A string becomes one user message; a message list is taken as it is."""
+    if isinstance(prompt_or_messages, str):
+        return [{"role": "user", "content": prompt_or_messages}]
+    messages = [dict(m) for m in prompt_or_messages]
+    for m in messages:
+        if "role" not in m:
+            raise ValueError(f"message without a role: {m!r}")
+    return messages
+
+
+def _timeout(options: dict[str, Any], name: str) -> float | None:
+    value = options.pop(name, None)
+    if value is None:
+        return None
+    value = float(value)
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def prepare(
+    model: str, prompt_or_messages: str | Sequence[Mapping[str, Any]], options: Mapping[str, Any], *, stream: bool
+) -> Request:
+    """Build the LiteLLM keyword arguments for one call."""
+    if not model:
+        raise ValueError("no model given")
+    opts = dict(options)
+    timeouts = {name: _timeout(opts, name) for name in CLLM_OPTIONS}
+    kwargs: dict[str, Any] = {"model": model, "messages": to_messages(prompt_or_messages), **opts}
+    provider = _provider_of(model, opts)
+    if stream:
+        kwargs["stream"] = True
+        if "stream_options" not in kwargs and provider is not None and _accepts_stream_options(model, provider):
+            # Without this, OpenAI-compatible servers other than OpenAI's own send no usage.
+            kwargs["stream_options"] = {"include_usage": True}
+    return Request(model=model, kwargs=kwargs, provider=provider, **timeouts)
+
+
+def _provider_of(model: str, options: Mapping[str, Any]) -> str | None:
+    try:
+        _, provider, _, _ = litellm().get_llm_provider(
+            model, custom_llm_provider=options.get("custom_llm_provider"), api_base=options.get("api_base")
+        )
+    except Exception:
+        return None  # litellm will say what is wrong when the call is made
+    return str(provider)
+
+
+def _accepts_stream_options(model: str, provider: str) -> bool:
+    try:
+        params = litellm().get_supported_openai_params(model=model, custom_llm_provider=provider)
+    except Exception:
+        return False
+    return bool(params) and "stream_options" in params
+
+
+# -- chunks ---------------------------------------------------------------------------------------
+
+
+def _choice0(choices: Any) -> Any:
+    if not choices:
+        return None
+    for choice in choices:
+        if getattr(choice, "index", 0) in (0, None):
+            return choice
+    return None
+
+
+def _tool_chunks(tool_calls: Any) -> list[ToolCallChunk] | None:
+    if not tool_calls:
+        return None
+    out = []
+    for tc in tool_calls:
+        function = tc.get("function") if isinstance(tc, dict) else getattr(tc, "function", None)
+        if isinstance(function, dict):
+            name, arguments = function.get("name"), function.get("arguments")
+        else:
+            name, arguments = getattr(function, "name", None), getattr(function, "arguments", None)
+        if isinstance(tc, dict):
+            index, call_id = tc.get("index"), tc.get("id")
+        else:
+            index, call_id = getattr(tc, "index", None), getattr(tc, "id", None)
+        if arguments is not None and not isinstance(arguments, str):
+            import json
+
+            arguments = json.dumps(arguments)
+        out.append(ToolCallChunk(index, call_id or None, name or None, arguments))
+    return out
+
+
+def to_chunk(chunk: Any, upstream: Any) -> Chunk:
+    """A LiteLLM streaming chunk as a core `Chunk` (choice 0 only).
+
+    LiteLLM moves the finish reason onto a trailing chunk and makes one up ("stop") when the
+    provider never sent any; ``upstream.received_finish_reason`` says what the provider really
+    sent, so a made-up reason is dropped here and a cut-off stream is not reported as finished.
+    """
+    out = Chunk(model=getattr(chunk, "model", None))
+    choice = _choice0(chunk.choices)
+    if choice is None:
+        return out
+    delta = choice.delta
+    if delta is not None:
+        out.text = delta.content
+        out.reasoning = getattr(delta, "reasoning_content", None)
+        out.refusal = getattr(delta, "refusal", None)
+        out.tool_calls = _tool_chunks(delta.tool_calls)
+    if choice.finish_reason:
+        out.finish_reason = getattr(upstream, "received_finish_reason", None) or getattr(
+            upstream, "intermittent_finish_reason", None
+        )
+    return out
+
+
+def _usage_from(obj: Any) -> Usage | None:
+    if obj is None:
+        return None
+
+    def get(o: Any, name: str) -> Any:
+        return o.get(name) if isinstance(o, dict) else getattr(o, name, None)
+
+    prompt, completion, total = get(obj, "prompt_tokens"), get(obj, "completion_tokens"), get(obj, "total_tokens")
+    if not prompt and not completion and not total:
+        return None
+    details = get(obj, "completion_tokens_details")
+    cached_details = get(obj, "prompt_tokens_details")
+    reasoning = get(details, "reasoning_tokens") if details is not None else None
+    cached = get(cached_details, "cached_tokens") if cached_details is not None else None
+    if total is None and prompt is not None and completion is not None:
+        total = prompt + completion
+    return Usage(prompt, completion, total, reasoning or None, cached or None)
+
+
+def reported_usage(upstream: Any) -> Usage | None:
+    """The usage the provider reported during the stream, or None if it reported none.
+
+    LiteLLM strips usage from the chunks it yields and, at the end, estimates it when the
+    provider sent none; the chunks it kept tell what the provider really sent.
+    """
+    chunks = getattr(upstream, "chunks", None) or []
+    if not any(getattr(c, "usage", None) is not None for c in chunks):
+        return None
+    from litellm.litellm_core_utils.streaming_handler import calculate_total_usage
+
+    return _usage_from(calculate_total_usage(chunks=chunks))
+
+
+def non_stream_chunk(response: Any) -> Chunk:
+    """A non-streaming LiteLLM `ModelResponse` as one core `Chunk`."""
+    choice = _choice0(response.choices)
+    out = Chunk(model=getattr(response, "model", None), usage=_usage_from(getattr(response, "usage", None)))
+    if choice is None:
+        return out
+    message = choice.message
+    out.text = message.content
+    out.reasoning = getattr(message, "reasoning_content", None)
+    out.refusal = getattr(message, "refusal", None)
+    out.tool_calls = _tool_chunks(message.tool_calls)
+    out.finish_reason = choice.finish_reason
+    return out
+
+
+def cost(model: str, provider: str | None, usage: Usage | None) -> float | None:
+    """USD cost from LiteLLM's price table, or None when the price is unknown."""
+    if usage is None or (not usage.prompt_tokens and not usage.completion_tokens):
+        return None
+    lib = litellm()
+    try:
+        prompt_cost, completion_cost = lib.cost_per_token(
+            model=model,
+            custom_llm_provider=provider,
+            prompt_tokens=usage.prompt_tokens or 0,
+            completion_tokens=usage.completion_tokens or 0,
+        )
+    except Exception:
+        return None
+    total = float(prompt_cost) + float(completion_cost)
+    return total if total > 0 else None
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+_PREFIX = re.compile(r"^(?:litellm\.)?\w*(?:Error|Exception|Timeout)\s*[:\-]\s*")
+
+
+def clean_message(exc: BaseException) -> str:
+    """The provider's message without LiteLLM's repeated class-name prefixes."""
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = str(message).strip()
+    for _ in range(4):
+        stripped = _PREFIX.sub("", message, count=1)
+        if stripped == message:
+            break
+        message = stripped
+    return message or type(exc).__name__
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception under LiteLLM's mid-stream wrapper, when there is one."""
+    original = getattr(exc, "original_exception", None)
+    return original if isinstance(original, BaseException) else exc
+
+
+def provider_error(exc: BaseException, model: str) -> CllmError:
+    """A LiteLLM (or httpx/aiohttp) exception raised before any output, as a `ProviderError`."""
+    if isinstance(exc, CllmError):
+        return exc
+    cause = root_cause(exc)
+    status = getattr(exc, "status_code", None) or getattr(cause, "status_code", None)
+    lib = _litellm
+    kind = type(exc).__name__
+    if lib is not None and isinstance(exc, lib.exceptions.MidStreamFallbackError):
+        kind = type(cause).__name__
+        status = getattr(cause, "status_code", None)
+    return ProviderError(
+        clean_message(cause if cause is not exc else exc),
+        status_code=int(status) if isinstance(status, int) else None,
+        provider=getattr(exc, "llm_provider", None),
+        model=model,
+        kind=kind,
+    )

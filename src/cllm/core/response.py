@@ -1,0 +1,88 @@
+"""The values a finished (or interrupted) response is made of."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cllm.core.finish import FinishReason
+
+__all__ = ["Response", "ToolCall", "Usage"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the provider reported them. Fields the provider did not report are None."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cached_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call the model made.
+
+    ``arguments`` is the parsed JSON value, or None with ``error`` set when ``arguments_json`` (the
+    raw text, always kept) is not valid JSON.
+    """
+
+    id: str
+    name: str
+    arguments: Any
+    arguments_json: str
+    error: str | None = None
+
+    def message(self) -> dict[str, Any]:
+        """This call in OpenAI's assistant-message format."""
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments_json},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A model's response, the same whether it was streamed or not.
+
+    While a stream runs, `cllm.Stream.response` gives a snapshot of this with what has arrived
+    so far (``finish_reason`` None); at the end it is final. ``usage`` is None when the provider
+    reported none, and ``cost`` (USD) is None when the price is unknown: never made-up zeros.
+    """
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    raw_finish_reason: str | None = None
+    usage: Usage | None = None
+    cost: float | None = None
+    model: str | None = None
+    ttft: float | None = None
+    duration: float | None = None
+    interrupted: bool = False
+    error: str | None = None
+    refusal: str | None = None
+
+    def message(self) -> dict[str, Any]:
+        """The OpenAI-format assistant message to append to a conversation."""
+        msg: dict[str, Any] = {"role": "assistant", "content": self.text or None}
+        if self.tool_calls:
+            msg["tool_calls"] = [call.message() for call in self.tool_calls]
+        elif msg["content"] is None:
+            msg["content"] = ""
+        return msg
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        data = asdict(self)
+        data["finish_reason"] = self.finish_reason.value if self.finish_reason else None
+        return data
+
+    def to_json(self, **kwargs: Any) -> str:
+        """`to_dict` as JSON text; keyword arguments go to `json.dumps`."""
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)

@@ -1,0 +1,59 @@
+"""cllm's exceptions. No provider-library exception reaches the caller: each is chained as ``__cause__``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from cllm.core.response import Response
+
+__all__ = ["CllmError", "ProviderError", "StreamInterrupted", "StreamTimeout"]
+
+
+class CllmError(Exception):
+    """Base class of every error cllm raises."""
+
+
+class ProviderError(CllmError):
+    """The request failed before any output: authentication, bad request, unknown model, connection refused.
+
+    Attributes:
+        message: the provider's message.
+        status_code: the HTTP status, when there was one.
+        provider: LiteLLM's provider name (``openai``, ``anthropic``...), when known.
+        model: the model asked for.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.provider = provider
+        self.model = model
+        self.kind = kind
+
+
+class StreamInterrupted(CllmError):
+    """The stream failed after it started. ``response`` holds everything received, ``interrupted=True``."""
+
+    def __init__(self, message: str, response: Response) -> None:
+        super().__init__(message)
+        self.message = message
+        self.response = response
+
+
+class StreamTimeout(StreamInterrupted):
+    """One of the three timeouts fired: ``first_token``, ``idle`` or ``total``. ``response`` keeps what arrived."""
+
+    def __init__(
+        self, message: str, response: Response, kind: Literal["first_token", "idle", "total"]
+    ) -> None:
+        super().__init__(message, response)
+        self.kind = kind
