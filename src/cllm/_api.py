@@ -39,7 +39,9 @@ def stream(model: str, prompt_or_messages: Prompt, **options: Any) -> Stream:
     return Stream(astream(model, prompt_or_messages, **options))
 
 
-async def acomplete(model: str, prompt_or_messages: Prompt, *, stream: bool = True, **options: Any) -> Response:
+async def acomplete(
+    model: str, prompt_or_messages: Prompt, *, stream: bool = True, **options: Any
+) -> Response:
     """The whole response. ``stream=True`` streams it under the hood (timeouts apply per chunk);
     ``stream=False`` makes one non-streaming call. Both give the same `Response`."""
     if not stream:

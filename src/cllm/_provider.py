@@ -91,7 +91,11 @@ def _timeout(options: dict[str, Any], name: str) -> float | None:
 
 
 def prepare(
-    model: str, prompt_or_messages: str | Sequence[Mapping[str, Any]], options: Mapping[str, Any], *, stream: bool
+    model: str,
+    prompt_or_messages: str | Sequence[Mapping[str, Any]],
+    options: Mapping[str, Any],
+    *,
+    stream: bool,
 ) -> Request:
     """Build the LiteLLM keyword arguments for one call."""
     if not model:
@@ -102,10 +106,21 @@ def prepare(
     provider = _provider_of(model, opts)
     if stream:
         kwargs["stream"] = True
-        if "stream_options" not in kwargs and provider is not None and _accepts_stream_options(model, provider):
+        if (
+            "stream_options" not in kwargs
+            and provider is not None
+            and _accepts_stream_options(model, provider)
+        ):
             # Without this, OpenAI-compatible servers other than OpenAI's own send no usage.
             kwargs["stream_options"] = {"include_usage": True}
-    return Request(model=model, kwargs=kwargs, provider=provider, **timeouts)
+    return Request(
+        model=model,
+        kwargs=kwargs,
+        provider=provider,
+        first_token_timeout=timeouts["first_token_timeout"],
+        idle_timeout=timeouts["idle_timeout"],
+        total_timeout=timeouts["total_timeout"],
+    )
 
 
 def _provider_of(model: str, options: Mapping[str, Any]) -> str | None:
@@ -191,7 +206,11 @@ def _usage_from(obj: Any) -> Usage | None:
     def get(o: Any, name: str) -> Any:
         return o.get(name) if isinstance(o, dict) else getattr(o, name, None)
 
-    prompt, completion, total = get(obj, "prompt_tokens"), get(obj, "completion_tokens"), get(obj, "total_tokens")
+    prompt, completion, total = (
+        get(obj, "prompt_tokens"),
+        get(obj, "completion_tokens"),
+        get(obj, "total_tokens"),
+    )
     if not prompt and not completion and not total:
         return None
     details = get(obj, "completion_tokens_details")

@@ -7,6 +7,7 @@ background event loop, so both share one implementation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -169,7 +170,9 @@ class AsyncStream:
         if events and self._ttft is None and self._started is not None:
             self._ttft = now - self._started
         if now - self._last_yield > _YIELD_EVERY:
-            # LiteLLM never suspends while chunks are buffered: let other tasks run.
+            # LiteLLM never suspends while chunks are buffered: let other tasks run. Twice, because
+            # timers that fell due meanwhile are queued behind this task's first wake-up.
+            await asyncio.sleep(0)
             await asyncio.sleep(0)
             self._last_yield = time.perf_counter()
         return events
@@ -231,7 +234,7 @@ class AsyncStream:
         response = self._finalize()
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
-            asyncio.ensure_future(_close_upstream(upstream))
+            _close_in_background(upstream)
         if not received:
             return _provider.provider_error(exc, self._request.model)
         return StreamInterrupted(f"the stream was interrupted: {message}", response)
@@ -269,15 +272,23 @@ class AsyncStream:
         response = self._finalize()
         upstream, self._upstream = self._upstream, None
         if upstream is not None:
-            asyncio.ensure_future(_close_upstream(upstream))
+            _close_in_background(upstream)
         return StreamTimeout(message, response, kind)
 
 
 async def _close_upstream(upstream: Any) -> None:
-    try:
+    # Best effort: the connection may already be gone.
+    with contextlib.suppress(Exception):
         await upstream.aclose()
-    except Exception:
-        pass  # closing is best effort: the connection may already be gone
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_in_background(upstream: Any) -> None:
+    task = asyncio.ensure_future(_close_upstream(upstream))
+    _closing.add(task)  # keep a reference until done: the loop holds tasks only weakly
+    task.add_done_callback(_closing.discard)
 
 
 async def acomplete_once(request: _provider.Request) -> Response:
@@ -305,5 +316,7 @@ async def acomplete_once(request: _provider.Request) -> Response:
     duration = time.perf_counter() - started
     usage = acc.usage
     model = acc.model or request.model
-    cost = _provider.cost(request.model, request.provider, usage) or _provider.cost(model, request.provider, usage)
+    cost = _provider.cost(request.model, request.provider, usage) or _provider.cost(
+        model, request.provider, usage
+    )
     return acc.snapshot(model=model, ttft=duration, duration=duration, cost=cost)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import queue
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -51,6 +52,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+async def _pump(stream: AsyncStream, handoff: queue.SimpleQueue[list[Event] | BaseException | None]) -> None:
+    try:
+        while events := await stream._next_events():
+            handoff.put(events)
+    except BaseException as exc:
+        handoff.put(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        handoff.put(None)
+
+
 class Stream:
     """A streaming response, iterated with ``for``. Made by `cllm.stream`.
 
@@ -75,10 +88,19 @@ class Stream:
         return self._iter
 
     def _events(self) -> Iterator[Event]:
+        # The background loop reads ahead and hands over each chunk's events through a queue, so
+        # the consuming thread pays one queue read per chunk, not a cross-thread round trip.
+        handoff: queue.SimpleQueue[list[Event] | BaseException | None] = queue.SimpleQueue()
+        pump = asyncio.run_coroutine_threadsafe(_pump(self._stream, handoff), _background_loop())
         try:
-            while events := run(self._stream._next_events()):
-                yield from events
+            while (item := handoff.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield from item
         finally:
+            if not pump.done():
+                pump.cancel()
+                concurrent.futures.wait([pump], timeout=2.0)
             self.close()
 
     @property

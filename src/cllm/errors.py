@@ -50,7 +50,7 @@ class StreamInterrupted(CllmError):
 
 
 class StreamTimeout(StreamInterrupted):
-    """One of the three timeouts fired: ``first_token``, ``idle`` or ``total``. ``response`` keeps what arrived."""
+    """A timeout fired (``kind``: ``first_token``, ``idle`` or ``total``); ``response`` keeps what arrived."""
 
     def __init__(
         self, message: str, response: Response, kind: Literal["first_token", "idle", "total"]

@@ -232,12 +232,12 @@ class StreamAccumulator:
         if self._done:
             return
         self._done = True
-        if self._raw_finish is not None and not cancelled:
+        if self._raw_finish is not None:
+            # The provider had finished: nothing was lost.
             self._reason = self._final_reason()
         else:
             self._reason = FinishReason.CANCELLED if cancelled else FinishReason.ERROR
-        self._interrupted = self._raw_finish is None or not cancelled
-        if self._interrupted:
+            self._interrupted = True
             self._error = error
         for call in self._calls:
             if call.ended is None:
@@ -272,8 +272,15 @@ class StreamAccumulator:
         for call in self._calls:
             if call.ended is not None:
                 end = call.ended
-                calls.append(ToolCall(end.id or call.final_id(), end.name or "", end.arguments,
-                                      end.arguments_json, end.error))
+                calls.append(
+                    ToolCall(
+                        end.id or call.final_id(),
+                        end.name or "",
+                        end.arguments,
+                        end.arguments_json,
+                        end.error,
+                    )
+                )
             else:
                 calls.append(ToolCall(call.final_id(), call.name or "", call.arguments, call.text.value()))
         return calls

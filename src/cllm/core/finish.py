@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 __all__ = ["FinishReason", "normalize_finish_reason"]
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     """Why a response ended, the same on every provider."""
 
     STOP = "stop"
@@ -17,9 +17,6 @@ class FinishReason(str, Enum):
     ERROR = "error"
     CANCELLED = "cancelled"
     OTHER = "other"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _SPELLINGS: dict[str, FinishReason] = {}

@@ -11,17 +11,17 @@ What "the value so far" means:
 - An object member appears once its value has started: ``{"a": 1, "b`` and ``{"a": 1, "b":`` both give
   ``{"a": 1}``.
 - Literals (``true``, ``false``, ``null``) appear only once complete: ``{"a": tr`` gives ``{}``.
-- A number in progress shows the value of its longest complete prefix, so ``12`` gives ``12`` (more digits may
-  follow), ``1.`` and ``1e+`` give ``1``, ``1.5e`` gives ``1.5``; a lone ``-`` is left out until a digit follows.
-  The type can change as digits arrive (``1`` then ``1.5``).
+- A number in progress shows the value of its longest complete prefix, so ``12`` gives ``12`` (more digits
+  may follow), ``1.`` and ``1e+`` give ``1``, ``1.5e`` gives ``1.5``; a lone ``-`` is left out until a digit
+  follows. The type can change as digits arrive (``1`` then ``1.5``).
 - An escape sequence split across fragments is held back until it is whole; a ``\\uXXXX`` high surrogate waits
   for the next escape so a surrogate pair always comes out as one character, never as half a pair.
 - Nothing fed yet, or only whitespace, gives ``None``. Whitespace around the top-level value is ignored.
 
-The returned value is the parser's live object: later feeds mutate it in place (and it is the same object every
-time). Take ``copy.deepcopy`` of it to keep a snapshot. Strings inside containers are extended in place, which
-relies on nobody else holding a reference to the string being extended; a caller that does hold one (or a
-top-level string value kept by the caller) just costs a copy of that string per feed.
+The returned value is the parser's live object: later feeds mutate it in place (and it is the same object
+every time). Take ``copy.deepcopy`` of it to keep a snapshot. Strings inside containers are extended in place,
+which relies on nobody else holding a reference to the string being extended; a caller that does hold one (or
+keeps a top-level string value) just costs a copy of that string per feed.
 
 Text that can never become valid JSON makes `feed` raise `PartialJsonError` (a `ValueError`) carrying the
 position in the whole text fed so far. The parser then stays failed: every later `feed` raises the same error
@@ -67,9 +67,21 @@ _STRING_RUN: Final = re.compile(
     r"|\\u(?![dD][89abAB])[0-9a-fA-F]{4}"
     r"|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})*"
 )
+_ONE_ESCAPE: Final = re.compile(
+    r'\\(?:["\\/bfnrt]|u(?![dD][89abAB])[0-9a-fA-F]{4}|u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2})'
+)
 _ESCAPE: Final = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[0-9a-fA-F]{4}|\\u[0-9a-fA-F]{4}|\\.")
 _HEX_RUN: Final = re.compile(r"[0-9a-fA-F]*")
-_SIMPLE_ESCAPES: Final = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_SIMPLE_ESCAPES: Final = {
+    '"': '"',
+    "\\": "\\",
+    "/": "/",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+}
 _LITERALS: Final[dict[str, tuple[str, Any]]] = {
     "t": ("true", True),
     "f": ("false", False),
@@ -109,8 +121,8 @@ def _unescape(match: re.Match[str]) -> str:
 def _escape_step(esc: str, pos: int) -> tuple[str, str, bool] | None:
     """Decode a pending escape `esc` (starting with a backslash), one character after another.
 
-    Returns None while more characters are needed, else ``(text, rest, push_back)``: the decoded text, a following
-    escape that still has to be decoded (a high surrogate turned out not to be followed by its low half), and
+    Returns None while more characters are needed, else ``(text, rest, push_back)``: the decoded text, a
+    following escape still to be decoded (a high surrogate turned out not to be followed by its low half), and
     whether the last character of `esc` is not part of the escape and must be read again as string content.
     """
     n = len(esc)
@@ -128,7 +140,7 @@ def _escape_step(esc: str, pos: int) -> tuple[str, str, bool] | None:
     code = int(esc[2:6], 16)
     if not 0xD800 <= code <= 0xDBFF:
         return chr(code), "", False
-    # A high surrogate pairs with an immediately following \uDC00-\uDFFF, as in json.loads; otherwise it stands alone.
+    # A high surrogate pairs with an immediately following \uDC00-\uDFFF, as in json.loads, else stands alone.
     if n == 6:
         return None
     if esc[6] != "\\":
@@ -206,7 +218,7 @@ class PartialJsonParser:
 
     @property
     def done(self) -> bool:
-        """Whether a whole top-level value has been read (a top-level number only once something follows it)."""
+        """Whether a whole top-level value has been read (a top-level number: once something follows it)."""
         return self._state == _DONE
 
     @property
@@ -244,7 +256,7 @@ class PartialJsonParser:
         i = 0
         while i < n:
             state = self._state
-            if state == _STRING or state == _KEY_STRING:
+            if state in (_STRING, _KEY_STRING):
                 i = self._string(buf, i, n)
                 continue
             if state == _NUMBER:
@@ -257,7 +269,7 @@ class PartialJsonParser:
             if c in _WHITESPACE:
                 i = _WS_RUN.match(buf, i).end()  # type: ignore[union-attr]  # `*` always matches
                 continue
-            if state == _VALUE or state == _VALUE_OR_END:
+            if state in (_VALUE, _VALUE_OR_END):
                 i = self._start_value(c, i)
             elif state == _COMMA_OR_END:
                 container = self._stack[-1]
@@ -269,7 +281,7 @@ class PartialJsonParser:
                 else:
                     raise self._fail("Expecting ',' delimiter" if c not in "]}" else f"Unexpected {c!r}", i)
                 i += 1
-            elif state == _KEY or state == _KEY_OR_END:
+            elif state in (_KEY, _KEY_OR_END):
                 if c == '"':
                     self._key_parts = []
                     self._state = _KEY_STRING
@@ -286,7 +298,7 @@ class PartialJsonParser:
             else:  # _DONE
                 raise self._fail("Extra data", i)
         if self._state == _NUMBER:
-            # Show the longest complete prefix of the number in progress; done once per fragment, not per char.
+            # Show the longest complete prefix of the number in progress, once per fragment.
             match = _NUMBER_FULL.match(self._number)
             if match is not None:
                 self._set_number(self._parse_number(match.group()))
@@ -323,36 +335,53 @@ class PartialJsonParser:
         return i + 1
 
     def _string(self, buf: str, i: int, n: int) -> int:
-        if self._esc:
-            i = self._finish_escape(buf, i, n)
-            if self._esc:
-                return i
-        j = _STRING_RUN.match(buf, i).end()  # type: ignore[union-attr]  # `*` always matches
-        if j > i:
-            text = buf[i:j]
-            if "\\" in text:
-                text = _ESCAPE.sub(_unescape, text)
-            self._append(text)
-        if j == n:
-            return n
-        c = buf[j]
-        if c == '"':
-            if self._state == _KEY_STRING:
-                self._key = "".join(self._key_parts)
-                self._key_parts = []
-                self._state = _COLON
-            else:
-                self._end_value()
-        elif c == "\\":
-            self._esc = "\\"
-        else:
-            raise self._fail("Invalid control character in string", j)
-        return j + 1
+        # Collect this fragment's text and extend the string once: one in-place append per fragment.
+        out = ""
+        try:
+            while True:
+                if self._esc:
+                    i, text = self._finish_escape(buf, i, n)
+                    out += text
+                    if self._esc:
+                        return i
+                j = _STRING_RUN.match(buf, i).end()  # type: ignore[union-attr]  # `*` always matches
+                if j > i:
+                    text = buf[i:j]
+                    if "\\" in text:
+                        text = _ESCAPE.sub(_unescape, text)
+                    out += text
+                if j == n:
+                    return n
+                c = buf[j]
+                if c == "\\":
+                    self._esc = "\\"
+                    i = j + 1
+                    continue
+                if c != '"':
+                    raise self._fail("Invalid control character in string", j)
+                if out:
+                    self._append(out)
+                    out = ""
+                if self._state == _KEY_STRING:
+                    self._key = "".join(self._key_parts)
+                    self._key_parts = []
+                    self._state = _COLON
+                else:
+                    self._end_value()
+                return j + 1
+        finally:
+            if out:
+                self._append(out)
 
-    def _finish_escape(self, buf: str, i: int, n: int) -> int:
-        # Rare path: an escape cut by a fragment boundary, an invalid escape, or a lone high surrogate.
-        # Escapes are at most 12 characters, so going one character at a time costs nothing.
+    def _finish_escape(self, buf: str, i: int, n: int) -> tuple[int, str]:
+        # Slow path: an escape cut by a fragment boundary, an invalid escape, or a lone high surrogate.
         esc = self._esc
+        match = _ONE_ESCAPE.match(esc + buf[i : i + 12])
+        if match is not None:  # the common case: the rest of a valid escape is here
+            self._esc = ""
+            return i + match.end() - len(esc), _unescape(match)
+        # Escapes are at most 12 characters, so going one character at a time costs nothing.
+        out = ""
         while i < n:
             esc += buf[i]
             i += 1
@@ -368,11 +397,11 @@ class PartialJsonParser:
                     break
                 more, esc, _ = step
                 text += more
-            self._append(text)
+            out += text
             if not esc:
                 break
         self._esc = esc
-        return i
+        return i, out
 
     def _append(self, text: str) -> None:
         if self._state == _KEY_STRING:

@@ -1,0 +1,133 @@
+"""A local OpenAI-compatible provider for the benchmarks (aiohttp, 127.0.0.1 only).
+
+Run: python bench/provider_server.py  -> prints "PORT <n>" and serves until stdin closes.
+
+The model name picks the stream (so one server serves every scenario):
+  text-<N>         N one-word text chunks, all at once (a buffered burst)
+  tool-<N>         one tool call whose arguments arrive in N fragments
+  finishgap-<N>    a tool call in N fragments, a pause long enough for the client to catch up,
+                   then the closing fragment with the finish chunk; GET /last tells when that
+                   was written (time.time())
+  slow             text chunks every 2 ms for up to 20 s; GET /last tells when the client went away
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from aiohttp import web
+
+STATE: dict[str, float] = {}
+
+
+def sse(obj: object) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+def chunk(delta: dict[str, object], finish: str | None = None) -> bytes:
+    return sse(
+        {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-2024-08-06",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
+
+
+USAGE = sse(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5000, "total_tokens": 5010},
+    }
+)
+
+
+def tool_fragments(n: int) -> list[bytes]:
+    parts = [
+        chunk(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "write_file", "arguments": ""},
+                    }
+                ],
+            }
+        )
+    ]
+    parts.append(
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"path": "a.py", "text": "'}}]})
+    )
+    for i in range(n - 2):
+        parts.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": f"line {i}\\n"}}]}))
+    parts.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"}'}}]}))
+    return parts
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    model = str(body["model"])
+    kind, _, count = model.partition("-")
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    if kind == "slow":
+        STATE.pop("closed", None)
+        try:
+            for i in range(10_000):
+                await resp.write(chunk({"content": f"w{i} "}))
+                await asyncio.sleep(0.002)
+        except (ConnectionResetError, ConnectionError, RuntimeError):
+            STATE["closed"] = time.time()
+            return resp
+        await resp.write(chunk({}, "stop") + b"data: [DONE]\n\n")
+        return resp
+    n = int(count)
+    if kind == "text":
+        head = [chunk({"role": "assistant", "content": ""})]
+        body_parts = head + [chunk({"content": f"w{i} "}) for i in range(n)]
+        await resp.write(b"".join(body_parts) + chunk({}, "stop") + USAGE + b"data: [DONE]\n\n")
+    elif kind == "tool":
+        await resp.write(b"".join(tool_fragments(n)) + chunk({}, "tool_calls") + USAGE + b"data: [DONE]\n\n")
+    elif kind == "finishgap":
+        parts = tool_fragments(n)
+        await resp.write(b"".join(parts[:-1]))
+        await asyncio.sleep(0.3 + n * 0.001)
+        STATE["finish"] = time.time()
+        await resp.write(parts[-1] + chunk({}, "tool_calls") + USAGE + b"data: [DONE]\n\n")
+    await resp.write_eof()
+    return resp
+
+
+async def last(request: web.Request) -> web.Response:
+    return web.json_response(STATE)
+
+
+async def main() -> None:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    app.router.add_get("/last", last)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(f"PORT {port}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
