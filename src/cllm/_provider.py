@@ -49,6 +49,10 @@ def litellm() -> ModuleType:
 
                 # Unknown models make LiteLLM print a provider list to stdout.
                 module.suppress_debug_info = True
+                if module.disable_hf_tokenizer_download is None:
+                    # Otherwise a pre-call token estimate for some model names downloads a tokenizer
+                    # (tens of seconds of retries offline) before the request is even sent.
+                    module.disable_hf_tokenizer_download = True
                 _litellm = module
     return _litellm
 

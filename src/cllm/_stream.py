@@ -1,7 +1,9 @@
-"""The async stream: one upstream LiteLLM stream driven through the core accumulator.
+"""Streams in two halves: the upstream (LiteLLM I/O, on an event loop) and the state (the core
+accumulator, wherever the consumer runs).
 
-Everything that waits lives here; the sync facade (`cllm._sync`) runs these same coroutines on a
-background event loop, so both share one implementation.
+`AsyncStream` runs both on the caller's loop. The sync `Stream` runs the upstream on cllm's
+background loop and the state in the caller's thread, so the live values in events are only ever
+touched by the thread that reads them.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from cllm import _provider
 from cllm.core.accumulator import Chunk, StreamAccumulator
 from cllm.core.events import Event, TextDelta
-from cllm.core.response import Response
+from cllm.core.response import Response, Usage
 from cllm.errors import CllmError, StreamInterrupted, StreamTimeout
 
 __all__ = ["AsyncStream"]
@@ -24,6 +27,194 @@ __all__ = ["AsyncStream"]
 _YIELD_EVERY = 0.004
 
 TimeoutKind = Literal["first_token", "idle", "total"]
+_TIMEOUT_WORDS = {"first_token": "no output within", "idle": "no data for", "total": "not finished within"}
+
+
+class UpstreamTimeout(Exception):
+    """Raised by `Upstream.next` when one of cllm's timeouts fires."""
+
+    def __init__(self, kind: TimeoutKind, limit: float) -> None:
+        super().__init__(f"{kind.replace('_', ' ')} timeout: {_TIMEOUT_WORDS[kind]} {limit:g} s")
+        self.kind: TimeoutKind = kind
+
+
+def _has_output(chunk: Chunk) -> bool:
+    return bool(chunk.text or chunk.reasoning or chunk.tool_calls or chunk.refusal)
+
+
+class Upstream:
+    """One LiteLLM stream: opens it, reads it chunk by chunk under the timeouts, closes it."""
+
+    def __init__(self, request: _provider.Request) -> None:
+        self.request = request
+        self.started: float | None = None
+        self.ttft: float | None = None
+        self.usage: Usage | None = None
+        self.exhausted = False
+        self._wrapper: Any = None
+        self._chunks: AsyncIterator[Any] | None = None
+        self._last_chunk = 0.0
+        self._last_yield = 0.0
+        self._output = False
+        self._finished = False
+
+    async def next(self) -> Chunk | None:
+        """The next chunk, or None once the provider's stream has ended normally."""
+        if self.exhausted:
+            return None
+        if self._chunks is None:
+            await self._open()
+        assert self._chunks is not None
+        deadline = self._deadline()
+        try:
+            if deadline is None:
+                raw = await self._chunks.__anext__()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    raw = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self._exhaust()
+            return None
+        except TimeoutError as exc:
+            raise self._timed_out() from exc
+        except Exception:
+            if self._finished:
+                # The provider had already said it was done: a connection dropped afterwards loses nothing.
+                self._exhaust()
+                return None
+            raise
+        now = time.perf_counter()
+        self._last_chunk = now
+        chunk = _provider.to_chunk(raw, self._wrapper)
+        if chunk.finish_reason:
+            self._finished = True
+        if not self._output and _has_output(chunk):
+            self._output = True
+            self.ttft = now - (self.started or now)
+        if now - self._last_yield > _YIELD_EVERY:
+            # LiteLLM never suspends while chunks are buffered: let other tasks run. Twice, because
+            # timers that fell due meanwhile are queued behind this task's first wake-up.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            self._last_yield = time.perf_counter()
+        return chunk
+
+    async def aclose(self) -> None:
+        """Close the upstream connection (best effort, never raises)."""
+        wrapper, self._wrapper = self._wrapper, None
+        self.exhausted = True
+        if wrapper is not None:
+            with contextlib.suppress(Exception):
+                await wrapper.aclose()
+
+    async def _open(self) -> None:
+        self.started = time.perf_counter()
+        self._last_yield = self.started
+        coro = _provider.litellm().acompletion(**self.request.kwargs)
+        deadline = self._deadline()
+        try:
+            if deadline is None:
+                self._wrapper = await coro
+            else:
+                async with asyncio.timeout_at(deadline):
+                    self._wrapper = await coro
+        except TimeoutError as exc:
+            raise self._timed_out() from exc
+        self._last_chunk = time.perf_counter()
+        self._chunks = self._wrapper.__aiter__()
+
+    def _exhaust(self) -> None:
+        self.exhausted = True
+        self.usage = _provider.reported_usage(self._wrapper)
+
+    def _deadline(self) -> float | None:
+        request = self.request
+        started = self.started or time.perf_counter()
+        deadlines = []
+        if request.total_timeout is not None:
+            deadlines.append(started + request.total_timeout)
+        if request.first_token_timeout is not None and not self._output:
+            deadlines.append(started + request.first_token_timeout)
+        if request.idle_timeout is not None and self._chunks is not None:
+            deadlines.append(self._last_chunk + request.idle_timeout)
+        if not deadlines:
+            return None
+        # Convert from perf_counter to the loop's clock.
+        return asyncio.get_running_loop().time() + (min(deadlines) - time.perf_counter())
+
+    def _timed_out(self) -> UpstreamTimeout:
+        request = self.request
+        now = time.perf_counter()
+        started = self.started or now
+        if request.total_timeout is not None and now >= started + request.total_timeout - 1e-3:
+            return UpstreamTimeout("total", request.total_timeout)
+        if request.first_token_timeout is not None and not self._output:
+            return UpstreamTimeout("first_token", request.first_token_timeout)
+        return UpstreamTimeout("idle", request.idle_timeout or 0.0)
+
+
+class StreamState:
+    """The consumer's half: chunks in, events and the `Response` out. No I/O, no waiting."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self._up = upstream
+        self._acc = StreamAccumulator()
+        self.final: Response | None = None
+
+    def feed(self, chunk: Chunk) -> list[Event]:
+        return self._acc.feed(chunk)
+
+    def end(self) -> list[Event]:
+        """The provider's stream ended normally."""
+        if self.final is not None:
+            return []
+        if self._up.usage is not None:
+            self._acc.feed(Chunk(usage=self._up.usage))
+        events = self._acc.end()
+        self._finalize()
+        return events
+
+    def fail(self, exc: BaseException) -> CllmError:
+        """The error to raise for a failure: `ProviderError` before any output, else `StreamInterrupted`."""
+        if isinstance(exc, UpstreamTimeout):
+            self._acc.interrupt(str(exc))
+            return StreamTimeout(str(exc), self._finalize(), exc.kind)
+        if isinstance(exc, CllmError):
+            self.cancel(str(exc))
+            return exc
+        received = self._acc.received_output
+        message = _provider.clean_message(_provider.root_cause(exc))
+        self._acc.interrupt(message)
+        response = self._finalize()
+        if not received:
+            return _provider.provider_error(exc, self._up.request.model)
+        return StreamInterrupted(f"the stream was interrupted: {message}", response)
+
+    def cancel(self, reason: str = "the stream was closed by the consumer") -> None:
+        if self.final is None:
+            self._acc.interrupt(reason, cancelled=True)
+            self._finalize()
+
+    @property
+    def response(self) -> Response:
+        if self.final is not None:
+            return self.final
+        return self._acc.snapshot(**self._meta())
+
+    def _meta(self) -> dict[str, Any]:
+        up = self._up
+        duration = None if up.started is None else time.perf_counter() - up.started
+        return {"model": self._acc.model or up.request.model, "ttft": up.ttft, "duration": duration}
+
+    def _finalize(self) -> Response:
+        if self.final is None:
+            meta = self._meta()
+            request, usage = self._up.request, self._acc.usage
+            meta["cost"] = _provider.cost(request.model, request.provider, usage)
+            if meta["cost"] is None and self._acc.model:
+                meta["cost"] = _provider.cost(self._acc.model, request.provider, usage)
+            self.final = self._acc.snapshot(**meta)
+        return self.final
 
 
 class AsyncStream:
@@ -35,20 +226,10 @@ class AsyncStream:
     """
 
     def __init__(self, request: _provider.Request) -> None:
-        self._request = request
-        self._acc = StreamAccumulator()
-        self._upstream: Any = None
-        self._chunks: AsyncIterator[Any] | None = None
-        self._agen: AsyncIterator[Event] | None = None
-        self._started: float | None = None
-        self._last_chunk = 0.0
-        self._last_yield = 0.0
-        self._ttft: float | None = None
-        self._duration: float | None = None
-        self._final: Response | None = None
-        self._exhausted = False
-
-    # -- public ----------------------------------------------------------------------------------
+        self._up = Upstream(request)
+        self._state = StreamState(self._up)
+        # Weak, so that a loop that breaks out drops the last reference and the generator is closed.
+        self._agen: weakref.ref[AsyncGenerator[Event]] | None = None
 
     async def __aenter__(self) -> AsyncStream:
         return self
@@ -57,9 +238,11 @@ class AsyncStream:
         await self.aclose()
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        if self._agen is None:
-            self._agen = self._events()
-        return self._agen
+        events = self._agen() if self._agen is not None else None
+        if events is None:
+            events = self._events()
+            self._agen = weakref.ref(events)
+        return events
 
     @property
     def text_stream(self) -> AsyncIterator[str]:
@@ -74,20 +257,20 @@ class AsyncStream:
     @property
     def response(self) -> Response:
         """The response so far; final once the stream has ended."""
-        if self._final is not None:
-            return self._final
-        return self._acc.snapshot(**self._meta())
+        return self._state.response
 
     @property
     def done(self) -> bool:
         """Whether the stream has ended (finished, failed or closed)."""
-        return self._final is not None
+        return self._state.final is not None
 
     async def aclose(self) -> None:
         """Stop the stream and close the upstream connection. Safe to call more than once."""
-        if self._agen is not None:
-            await self._agen.aclose()  # type: ignore[attr-defined]
-        await self._shutdown("the stream was closed by the consumer", cancelled=True)
+        events = self._agen() if self._agen is not None else None
+        if events is not None:
+            await events.aclose()
+        await self._up.aclose()
+        self._state.cancel()
 
     async def until_done(self) -> Response:
         """Consume the rest of the stream and return the final response."""
@@ -95,200 +278,42 @@ class AsyncStream:
             pass
         return self.response
 
-    # -- the machinery shared with the sync facade -----------------------------------------------
-
-    async def _events(self) -> AsyncIterator[Event]:
+    async def _events(self) -> AsyncGenerator[Event]:
         try:
             while events := await self._next_events():
                 for event in events:
                     yield event
         finally:
-            await self._shutdown("the stream was closed by the consumer", cancelled=True)
+            # Shielded: the connection must be closed even when the consuming task is cancelled.
+            await _shielded(self._up.aclose())
+            self._state.cancel()
 
     async def _next_events(self) -> list[Event]:
-        """The events of the next chunk(s) that give any; an empty list once the stream has ended."""
-        if self._final is not None:
-            return []
-        try:
-            if self._chunks is None:
-                await self._open()
-            while True:
-                if self._exhausted:
-                    return self._end()
-                events = await self._next_chunk_events()
-                if events:
-                    return events
-        except asyncio.CancelledError:
-            await self._shutdown("the stream was cancelled", cancelled=True)
-            raise
-        except CllmError:
-            raise
-        except Exception as exc:
-            raise self._fail(exc) from exc
-
-    async def _open(self) -> None:
-        request = self._request
-        self._started = time.perf_counter()
-        self._last_yield = self._started
-        lib = _provider.litellm()
-        try:
-            coro = lib.acompletion(**request.kwargs)
-            deadline = self._deadline()
-            if deadline is None:
-                self._upstream = await coro
-            else:
-                async with asyncio.timeout_at(deadline):
-                    self._upstream = await coro
-        except TimeoutError as exc:
-            raise self._timed_out() from exc
-        self._last_chunk = time.perf_counter()
-        self._chunks = self._upstream.__aiter__()
-
-    async def _next_chunk_events(self) -> list[Event]:
-        assert self._chunks is not None
-        deadline = self._deadline()
-        try:
-            if deadline is None:
-                chunk = await self._chunks.__anext__()
-            else:
-                async with asyncio.timeout_at(deadline):
-                    chunk = await self._chunks.__anext__()
-        except StopAsyncIteration:
-            self._exhausted = True
-            return []
-        except TimeoutError as exc:
-            raise self._timed_out() from exc
-        except Exception:
-            if self._acc.finished:
-                # The provider had already said it was done; a connection dropped afterwards loses nothing.
-                self._exhausted = True
-                return []
-            raise
-        now = time.perf_counter()
-        self._last_chunk = now
-        events = self._acc.feed(_provider.to_chunk(chunk, self._upstream))
-        if events and self._ttft is None and self._started is not None:
-            self._ttft = now - self._started
-        if now - self._last_yield > _YIELD_EVERY:
-            # LiteLLM never suspends while chunks are buffered: let other tasks run. Twice, because
-            # timers that fell due meanwhile are queued behind this task's first wake-up.
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            self._last_yield = time.perf_counter()
-        return events
-
-    def _end(self) -> list[Event]:
-        usage = _provider.reported_usage(self._upstream)
-        if usage is not None:
-            self._acc.feed(Chunk(usage=usage))
-        events = self._acc.end()
-        self._finalize()
-        return events
-
-    def _meta(self) -> dict[str, Any]:
-        duration = self._duration
-        if duration is None and self._started is not None:
-            duration = time.perf_counter() - self._started
-        return {"model": self._acc.model or self._request.model, "ttft": self._ttft, "duration": duration}
-
-    def _finalize(self) -> Response:
-        if self._final is None:
-            if self._started is not None:
-                self._duration = time.perf_counter() - self._started
-            meta = self._meta()
-            usage = self._acc.usage
-            meta["cost"] = _provider.cost(self._request.model, self._request.provider, usage)
-            if meta["cost"] is None and self._acc.model:
-                meta["cost"] = _provider.cost(self._acc.model, self._request.provider, usage)
-            self._final = self._acc.snapshot(**meta)
-        return self._final
-
-    async def _shutdown(self, reason: str, *, cancelled: bool) -> None:
-        """Close the upstream connection if it is open and settle the response."""
-        upstream, self._upstream = self._upstream, None
-        if upstream is not None and not self._exhausted:
-            self._exhausted = True
-            # Shielded: cleanup must finish even when the task that owns the stream is being cancelled.
-            close = asyncio.ensure_future(_close_upstream(upstream))
+        state = self._state
+        while state.final is None:
             try:
-                await asyncio.shield(close)
+                chunk = await self._up.next()
             except asyncio.CancelledError:
-                await close
+                await _shielded(self._up.aclose())
+                state.cancel("the stream was cancelled")
                 raise
-            finally:
-                self._settle(reason, cancelled)
-        else:
-            self._settle(reason, cancelled)
-
-    def _settle(self, reason: str, cancelled: bool) -> None:
-        if self._final is None:
-            self._acc.interrupt(reason, cancelled=cancelled)
-            self._finalize()
-
-    def _fail(self, exc: BaseException) -> CllmError:
-        """Turn a failure into `ProviderError` (no output yet) or `StreamInterrupted` (output began)."""
-        received = self._acc.received_output
-        message = _provider.clean_message(_provider.root_cause(exc))
-        self._acc.interrupt(message)
-        self._exhausted = True
-        response = self._finalize()
-        upstream, self._upstream = self._upstream, None
-        if upstream is not None:
-            _close_in_background(upstream)
-        if not received:
-            return _provider.provider_error(exc, self._request.model)
-        return StreamInterrupted(f"the stream was interrupted: {message}", response)
-
-    def _deadline(self) -> float | None:
-        request = self._request
-        started = self._started or time.perf_counter()
-        deadlines = []
-        if request.total_timeout is not None:
-            deadlines.append(started + request.total_timeout)
-        if request.first_token_timeout is not None and not self._acc.received_output:
-            deadlines.append(started + request.first_token_timeout)
-        if request.idle_timeout is not None and self._chunks is not None:
-            deadlines.append(self._last_chunk + request.idle_timeout)
-        if not deadlines:
-            return None
-        # asyncio's clock, not perf_counter: convert the earliest deadline.
-        return asyncio.get_running_loop().time() + (min(deadlines) - time.perf_counter())
-
-    def _timed_out(self) -> StreamTimeout:
-        request = self._request
-        now = time.perf_counter()
-        started = self._started or now
-        kind: TimeoutKind
-        if request.total_timeout is not None and now >= started + request.total_timeout - 1e-3:
-            kind, limit = "total", request.total_timeout
-        elif request.first_token_timeout is not None and not self._acc.received_output:
-            kind, limit = "first_token", request.first_token_timeout
-        else:
-            kind, limit = "idle", request.idle_timeout or 0.0
-        words = {"first_token": "no output within", "idle": "no data for", "total": "not finished within"}
-        message = f"{kind.replace('_', ' ')} timeout: {words[kind]} {limit:g} s"
-        self._acc.interrupt(message)
-        self._exhausted = True
-        response = self._finalize()
-        upstream, self._upstream = self._upstream, None
-        if upstream is not None:
-            _close_in_background(upstream)
-        return StreamTimeout(message, response, kind)
+            except Exception as exc:
+                await _shielded(self._up.aclose())
+                raise state.fail(exc) from exc
+            if chunk is None:
+                return state.end()
+            if events := state.feed(chunk):
+                return events
+        return []
 
 
-async def _close_upstream(upstream: Any) -> None:
-    # Best effort: the connection may already be gone.
-    with contextlib.suppress(Exception):
-        await upstream.aclose()
-
-
-_closing: set[asyncio.Task[None]] = set()
-
-
-def _close_in_background(upstream: Any) -> None:
-    task = asyncio.ensure_future(_close_upstream(upstream))
-    _closing.add(task)  # keep a reference until done: the loop holds tasks only weakly
-    task.add_done_callback(_closing.discard)
+async def _shielded(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def acomplete_once(request: _provider.Request) -> Response:
@@ -302,9 +327,9 @@ async def acomplete_once(request: _provider.Request) -> Response:
         else:
             result = await lib.acompletion(**request.kwargs)
     except TimeoutError as exc:
-        acc = StreamAccumulator()
-        acc.interrupt(f"total timeout: not finished within {request.total_timeout:g} s")
         message = f"total timeout: not finished within {request.total_timeout:g} s"
+        acc = StreamAccumulator()
+        acc.interrupt(message)
         raise StreamTimeout(message, acc.snapshot(model=request.model), "total") from exc
     except CllmError:
         raise
@@ -314,8 +339,7 @@ async def acomplete_once(request: _provider.Request) -> Response:
     acc.feed(_provider.non_stream_chunk(result))
     acc.end()
     duration = time.perf_counter() - started
-    usage = acc.usage
-    model = acc.model or request.model
+    usage, model = acc.usage, acc.model or request.model
     cost = _provider.cost(request.model, request.provider, usage) or _provider.cost(
         model, request.provider, usage
     )

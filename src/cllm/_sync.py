@@ -1,4 +1,4 @@
-"""The sync facade: `AsyncStream`'s coroutines run on one background event loop.
+"""The sync facade: the upstream runs on one background event loop, the state in the caller's thread.
 
 No ``asyncio.run``: the sync API works where an event loop is already running (Jupyter, a thread
 of an async app), and sync and async share every line of streaming logic.
@@ -10,10 +10,12 @@ import asyncio
 import concurrent.futures
 import queue
 import threading
-from collections.abc import Coroutine, Iterator
+import weakref
+from collections.abc import Coroutine, Generator, Iterator
 from typing import Any, TypeVar
 
-from cllm._stream import AsyncStream
+from cllm._stream import AsyncStream, StreamState, Upstream
+from cllm.core.accumulator import Chunk
 from cllm.core.events import Event, TextDelta
 from cllm.core.response import Response
 
@@ -46,22 +48,32 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return future.result()
     except BaseException:
-        if not future.done():
-            future.cancel()
-            concurrent.futures.wait([future], timeout=2.0)
+        _cancel(future)
         raise
 
 
-async def _pump(stream: AsyncStream, handoff: queue.SimpleQueue[list[Event] | BaseException | None]) -> None:
+def _cancel(future: concurrent.futures.Future[Any]) -> None:
+    if not future.done():
+        future.cancel()
+        concurrent.futures.wait([future], timeout=2.0)
+
+
+_END = object()
+Handoff = queue.SimpleQueue[Chunk | BaseException | object]
+
+
+async def _pump(upstream: Upstream, handoff: Handoff) -> None:
     try:
-        while events := await stream._next_events():
-            handoff.put(events)
-    except BaseException as exc:
+        while (chunk := await upstream.next()) is not None:
+            handoff.put(chunk)
+    except asyncio.CancelledError:
+        await upstream.aclose()
+        raise
+    except Exception as exc:
+        await upstream.aclose()
         handoff.put(exc)
-        if not isinstance(exc, Exception):
-            raise
     else:
-        handoff.put(None)
+        handoff.put(_END)
 
 
 class Stream:
@@ -73,8 +85,11 @@ class Stream:
     """
 
     def __init__(self, stream: AsyncStream) -> None:
-        self._stream = stream
-        self._iter: Iterator[Event] | None = None
+        self._up: Upstream = stream._up
+        self._state: StreamState = stream._state
+        # Weak, so that a loop that breaks out drops the last reference to the generator, which
+        # then closes at once and takes the upstream connection with it.
+        self._iter: weakref.ref[Generator[Event]] | None = None
 
     def __enter__(self) -> Stream:
         return self
@@ -83,24 +98,31 @@ class Stream:
         self.close()
 
     def __iter__(self) -> Iterator[Event]:
-        if self._iter is None:
-            self._iter = self._events()
-        return self._iter
+        events = self._iter() if self._iter is not None else None
+        if events is None:
+            events = self._events()
+            self._iter = weakref.ref(events)
+        return events
 
-    def _events(self) -> Iterator[Event]:
-        # The background loop reads ahead and hands over each chunk's events through a queue, so
-        # the consuming thread pays one queue read per chunk, not a cross-thread round trip.
-        handoff: queue.SimpleQueue[list[Event] | BaseException | None] = queue.SimpleQueue()
-        pump = asyncio.run_coroutine_threadsafe(_pump(self._stream, handoff), _background_loop())
+    def _events(self) -> Generator[Event]:
+        # The background loop reads ahead and hands over chunks through a queue: one queue read per
+        # chunk here, no cross-thread round trip.
+        handoff: Handoff = queue.SimpleQueue()
+        pump = asyncio.run_coroutine_threadsafe(_pump(self._up, handoff), _background_loop())
+        state = self._state
         try:
-            while (item := handoff.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield from item
+            while True:
+                item = handoff.get()
+                if isinstance(item, Chunk):
+                    yield from state.feed(item)
+                elif item is _END:
+                    yield from state.end()
+                    return
+                else:
+                    assert isinstance(item, BaseException)
+                    raise state.fail(item) from item
         finally:
-            if not pump.done():
-                pump.cancel()
-                concurrent.futures.wait([pump], timeout=2.0)
+            _cancel(pump)
             self.close()
 
     @property
@@ -111,17 +133,18 @@ class Stream:
     @property
     def response(self) -> Response:
         """The response so far; final once the stream has ended."""
-        return self._stream.response
+        return self._state.response
 
     @property
     def done(self) -> bool:
         """Whether the stream has ended (finished, failed or closed)."""
-        return self._stream.done
+        return self._state.final is not None
 
     def close(self) -> None:
         """Stop the stream and close the upstream connection. Safe to call more than once."""
-        if not self._stream.done:
-            run(self._stream._shutdown("the stream was closed by the consumer", cancelled=True))
+        if not self._up.exhausted:
+            run(self._up.aclose())
+        self._state.cancel()
 
     def until_done(self) -> Response:
         """Consume the rest of the stream and return the final response."""

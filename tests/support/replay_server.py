@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 import socket
@@ -156,7 +157,7 @@ def error_response(
     status: int = 401,
     message: str = "Incorrect API key provided: sk-test.",
     *,
-    type: str = "invalid_request_error",  # noqa: A002 - the field's name in OpenAI's error body
+    type: str = "invalid_request_error",
     code: str | None = "invalid_api_key",
     param: str | None = None,
     headers: HeadersLike = (),
@@ -193,7 +194,7 @@ def split_at(body: bytes, offsets: Iterable[int]) -> list[bytes]:
     """Split ``body`` at the given byte offsets (sorted, deduplicated; 0 and len(body) are ignored)."""
     cuts = sorted({o for o in offsets if 0 < o < len(body)})
     bounds = [0, *cuts, len(body)]
-    return [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [body[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -245,8 +246,8 @@ class Exchange:
     completed_at: float | None = None
     client_closed_at: float | None = None
     outcome: Outcome = "streaming"
-    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _done: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
 
     @property
     def pieces_sent(self) -> int:
@@ -395,7 +396,9 @@ class ReplayServer:
         """``http://127.0.0.1:PORT`` (no trailing slash)."""
         return f"http://{self.host}:{self.port}"
 
-    def add(self, *responses: ScriptedResponse | Responder, path: str | None = None, repeat: bool = False) -> None:
+    def add(
+        self, *responses: ScriptedResponse | Responder, path: str | None = None, repeat: bool = False
+    ) -> None:
         """Queue responses, served in order.
 
         With ``path``, they answer only requests whose path (or full target, if ``path`` has a query)
@@ -493,7 +496,8 @@ class ReplayServer:
             while (exchange := self._get_exchange_locked(index)) is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(f"no exchange {index} after {timeout}s ({len(self._exchanges)} so far)")
+                    seen = len(self._exchanges)
+                    raise TimeoutError(f"no exchange {index} after {timeout}s ({seen} so far)")
                 self._changed.wait(remaining)
         return exchange
 
@@ -548,7 +552,11 @@ class ReplayServer:
         elif isinstance(item, ScriptedResponse):
             response = item
         else:
-            response = item(request)
+            try:
+                response = item(request)
+            except Exception as exc:  # a broken responder should fail the test, not hang the client
+                message = f"responder raised {exc!r}"
+                response = error_response(500, message, type="replay_server_error", code=None)
         with self._changed:
             exchange = Exchange(
                 index=len(self._exchanges),
@@ -581,9 +589,10 @@ class ReplayServer:
                 except h11.LocalProtocolError:
                     break
         except asyncio.CancelledError:
+            # Only stop() cancels a handler. Not re-raising keeps Python 3.11's stream callback, which
+            # calls task.exception() on a finished handler, from logging the cancellation as an error.
             if connection.exchange is not None:
                 connection.exchange._finish("server_stopped")
-            raise
         finally:
             self._handlers.discard(task)
             if not connection.peer_closed.is_set():
@@ -683,10 +692,12 @@ class ReplayServer:
             reason = HTTPStatus(response.status).phrase
         except ValueError:
             reason = ""
-        headers = [(k, v) for k, v in response.headers if k.lower() not in ("content-length", "transfer-encoding")]
+        framing_headers = ("content-length", "transfer-encoding")
+        headers = [(k, v) for k, v in response.headers if k.lower() not in framing_headers]
         if response.framing == "close":
             # h11 always chunks an unsized body for an HTTP/1.1 peer, so write this head by hand.
-            lines = [f"HTTP/1.1 {response.status} {reason}", *(f"{k}: {v}" for k, v in headers)]
+            kept = [f"{k}: {v}" for k, v in headers if k.lower() != "connection"]
+            lines = [f"HTTP/1.1 {response.status} {reason}", *kept]
             lines.append("connection: close")
             return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if response.framing == "length":

@@ -1,0 +1,5 @@
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+pytest_plugins = ["support.replay_server"]
