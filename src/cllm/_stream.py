@@ -217,7 +217,25 @@ class StreamState:
         return self.final
 
 
-class AsyncStream:
+class _StreamBase:
+    """What the sync and async streams share: one upstream and one state."""
+
+    def __init__(self, upstream: Upstream, state: StreamState) -> None:
+        self._up = upstream
+        self._state = state
+
+    @property
+    def response(self) -> Response:
+        """The response so far; final once the stream has ended."""
+        return self._state.response
+
+    @property
+    def done(self) -> bool:
+        """Whether the stream has ended (finished, failed or closed)."""
+        return self._state.final is not None
+
+
+class AsyncStream(_StreamBase):
     """A streaming response, iterated with ``async for``. Made by `cllm.astream`.
 
     Iterating yields events as each provider chunk arrives. `response` is a snapshot while the
@@ -226,8 +244,8 @@ class AsyncStream:
     """
 
     def __init__(self, request: _provider.Request) -> None:
-        self._up = Upstream(request)
-        self._state = StreamState(self._up)
+        upstream = Upstream(request)
+        super().__init__(upstream, StreamState(upstream))
         # Weak, so that a loop that breaks out drops the last reference and the generator is closed.
         self._agen: weakref.ref[AsyncGenerator[Event]] | None = None
 
@@ -253,16 +271,6 @@ class AsyncStream:
         async for event in self:
             if isinstance(event, TextDelta):
                 yield event.text
-
-    @property
-    def response(self) -> Response:
-        """The response so far; final once the stream has ended."""
-        return self._state.response
-
-    @property
-    def done(self) -> bool:
-        """Whether the stream has ended (finished, failed or closed)."""
-        return self._state.final is not None
 
     async def aclose(self) -> None:
         """Stop the stream and close the upstream connection. Safe to call more than once."""

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Coroutine, Generator, Iterator
 from typing import Any, TypeVar
 
-from cllm._stream import AsyncStream, StreamState, Upstream
+from cllm._stream import AsyncStream, Upstream, _StreamBase
 from cllm.core.accumulator import Chunk
 from cllm.core.events import Event, TextDelta
 from cllm.core.response import Response
@@ -76,7 +76,7 @@ async def _pump(upstream: Upstream, handoff: Handoff) -> None:
         handoff.put(_END)
 
 
-class Stream:
+class Stream(_StreamBase):
     """A streaming response, iterated with ``for``. Made by `cllm.stream`.
 
     Iterating yields events as each provider chunk arrives. `response` is a snapshot while the
@@ -85,8 +85,7 @@ class Stream:
     """
 
     def __init__(self, stream: AsyncStream) -> None:
-        self._up: Upstream = stream._up
-        self._state: StreamState = stream._state
+        super().__init__(stream._up, stream._state)
         # Weak, so that a loop that breaks out drops the last reference to the generator, which
         # then closes at once and takes the upstream connection with it.
         self._iter: weakref.ref[Generator[Event]] | None = None
@@ -129,16 +128,6 @@ class Stream:
     def text_stream(self) -> Iterator[str]:
         """The text deltas only, as strings."""
         return (event.text for event in self if isinstance(event, TextDelta))
-
-    @property
-    def response(self) -> Response:
-        """The response so far; final once the stream has ended."""
-        return self._state.response
-
-    @property
-    def done(self) -> bool:
-        """Whether the stream has ended (finished, failed or closed)."""
-        return self._state.final is not None
 
     def close(self) -> None:
         """Stop the stream and close the upstream connection. Safe to call more than once."""
