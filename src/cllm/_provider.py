@@ -7,11 +7,12 @@ and cost, and turns LiteLLM's exceptions into cllm's. litellm is imported on fir
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
@@ -70,7 +71,6 @@ class Request:
     idle_timeout: float | None = None
     total_timeout: float | None = None
     provider: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def to_messages(prompt_or_messages: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -172,8 +172,6 @@ def _tool_chunks(tool_calls: Any) -> list[ToolCallChunk] | None:
         else:
             index, call_id = getattr(tc, "index", None), getattr(tc, "id", None)
         if arguments is not None and not isinstance(arguments, str):
-            import json
-
             arguments = json.dumps(arguments)
         out.append(ToolCallChunk(index, call_id or None, name or None, arguments))
     return out
