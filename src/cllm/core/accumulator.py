@@ -210,11 +210,6 @@ class StreamAccumulator:
 
     # -- ending ----------------------------------------------------------------------------------
 
-    @property
-    def finished(self) -> bool:
-        """Whether the provider has given a finish reason."""
-        return self._raw_finish is not None
-
     def end(self) -> list[Event]:
         """The provider's stream ended normally: close open tool calls and emit `Finish`."""
         if self._done:
@@ -254,10 +249,6 @@ class StreamAccumulator:
         return reason
 
     # -- reading ---------------------------------------------------------------------------------
-
-    @property
-    def text(self) -> str:
-        return self._text.value()
 
     @property
     def usage(self) -> Usage | None:
