@@ -1,0 +1,119 @@
+"""Where cllm keeps its files, and the user's settings.
+
+Everything lives in one directory: ``$CLLM_HOME`` when set, else the platform's user data
+directory (``~/.local/share/cllm`` on Linux). It holds ``cllm.db`` (conversations and logs) and
+``config.toml``. This module imports only the standard library and platformdirs, so the CLI can
+use it without paying for LiteLLM's import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "cllm_home",
+    "config_path",
+    "default_db_path",
+    "default_model",
+    "load_config",
+    "set_config_value",
+]
+
+DB_NAME = "cllm.db"
+CONFIG_NAME = "config.toml"
+
+
+class ConfigError(Exception):
+    """The config file cannot be read or written."""
+
+
+def cllm_home() -> Path:
+    """The directory cllm keeps its files in (not created here)."""
+    home = os.environ.get("CLLM_HOME")
+    if home:
+        return Path(home).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("cllm", appauthor=False))
+
+
+def default_db_path() -> Path:
+    """The SQLite database the CLI and the server log to by default."""
+    return cllm_home() / DB_NAME
+
+
+def config_path() -> Path:
+    """The user's config file (it may not exist)."""
+    return cllm_home() / CONFIG_NAME
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The settings in ``config.toml``; an empty dict when there is no file."""
+    path = path or config_path()
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+
+
+def set_config_value(key: str, value: str | None, path: Path | None = None) -> None:
+    """Set (or, with None, remove) one top-level string setting, keeping the others."""
+    path = path or config_path()
+    config = load_config(path)
+    if value is None:
+        config.pop(key, None)
+    else:
+        config[key] = value
+    lines = []
+    for k, v in config.items():
+        if isinstance(v, dict):
+            continue  # tables are written after the top-level keys
+        lines.append(f"{k} = {_toml_value(v)}")
+    for k, v in config.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines.extend(f"{sk} = {_toml_value(sv)}" for sk, sv in v.items())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".toml.tmp")
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path}: {e}") from e
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string literal is a valid TOML basic string.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write a {type(value).__name__} setting")
+
+
+def default_model() -> str | None:
+    """The model to use when none is given: ``$CLLM_MODEL``, then ``default_model`` in the
+    config file, then the embedded local model when the ``local`` extra is installed."""
+    model = os.environ.get("CLLM_MODEL")
+    if model:
+        return model
+    configured = load_config().get("default_model")
+    if isinstance(configured, str) and configured:
+        return configured
+    from cllm import local
+
+    if local.is_available():
+        return local.DEFAULT_MODEL
+    return None
