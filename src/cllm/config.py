@@ -8,7 +8,6 @@ use it without paying for LiteLLM's import.
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from pathlib import Path
@@ -58,49 +57,29 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return {}
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from e
 
 
 def set_config_value(key: str, value: str | None, path: Path | None = None) -> None:
-    """Set (or, with None, remove) one top-level string setting, keeping the others."""
+    """Set (or, with None, remove) one top-level setting, keeping the others."""
+    import tomli_w
+
     path = path or config_path()
     config = load_config(path)
     if value is None:
         config.pop(key, None)
     else:
         config[key] = value
-    lines = []
-    for k, v in config.items():
-        if isinstance(v, dict):
-            continue  # tables are written after the top-level keys
-        lines.append(f"{k} = {_toml_value(v)}")
-    for k, v in config.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines.extend(f"{sk} = {_toml_value(sv)}" for sk, sv in v.items())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".toml.tmp")
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        tmp.write_text(tomli_w.dumps(config), encoding="utf-8")
         tmp.replace(path)
     except OSError as e:
         raise ConfigError(f"cannot write {path}: {e}") from e
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        # A JSON string literal is a valid TOML basic string.
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise ConfigError(f"cannot write a {type(value).__name__} setting")
 
 
 def default_model() -> str | None:
