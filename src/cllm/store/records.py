@@ -1,0 +1,294 @@
+"""The store's value types and the pure rules between them and database rows.
+
+Nothing here touches SQLite: conversions, secret stripping, search-query quoting and the rebuilding
+of a conversation's messages are plain functions so they can be tested without a database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cllm.core.response import Response
+from cllm.errors import CllmError
+
+__all__ = [
+    "Conversation",
+    "LoggedResponse",
+    "StoreError",
+    "fts_query",
+    "history_messages",
+    "is_secret_option",
+    "strip_secrets",
+    "title_from_prompt",
+    "to_json",
+]
+
+TITLE_MAX = 80
+
+
+class StoreError(CllmError):
+    """The conversation database cannot be opened, read or written. The message names the file."""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation: a sequence of logged responses. Times are ISO-8601 UTC."""
+
+    id: str
+    title: str | None
+    model: str | None
+    system: str | None
+    created: str
+    updated: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoggedResponse:
+    """One model call as it was logged: what went in, what came out, and what it cost.
+
+    ``messages_in`` are the OpenAI-format messages added to the conversation just before this call
+    (the user's message, or tool results), in order. ``model`` is the model asked for;
+    ``response_model`` the one the provider reported, when it did.
+    """
+
+    id: str
+    conversation_id: str
+    model: str
+    prompt: str | None
+    system: str | None
+    messages_in: list[dict[str, Any]]
+    text: str
+    reasoning: str
+    tool_calls: list[dict[str, Any]]
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    cost: float | None
+    interrupted: bool
+    error: str | None
+    options: dict[str, Any]
+    ttft: float | None
+    duration: float | None
+    created: str
+    raw_finish_reason: str | None = None
+    refusal: str | None = None
+    response_model: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+    def message(self) -> dict[str, Any]:
+        """The assistant message (OpenAI format) this response added to the conversation.
+
+        The same as `cllm.Response.message` gave when the response was logged.
+        """
+        return _assistant_message(self.text, self.tool_calls)
+
+
+def _assistant_message(text: str, tool_calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if tool_calls:
+        msg["tool_calls"] = [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": call["arguments_json"]},
+            }
+            for call in tool_calls
+        ]
+    elif msg["content"] is None:
+        msg["content"] = ""
+    return msg
+
+
+def tool_call_dicts(response: Response) -> list[dict[str, Any]]:
+    """A response's tool calls as stored: id, name, arguments, arguments_json (and error when set)."""
+    calls = []
+    for call in response.tool_calls:
+        d: dict[str, Any] = {
+            "id": call.id,
+            "name": call.name,
+            "arguments": call.arguments,
+            "arguments_json": call.arguments_json,
+        }
+        if call.error is not None:
+            d["error"] = call.error
+        calls.append(d)
+    return calls
+
+
+def history_messages(system: str | None, turns: Iterable[LoggedResponse]) -> list[dict[str, Any]]:
+    """A conversation as OpenAI messages: the system message, then each turn's messages in and reply.
+
+    Tool calls that were never answered and never will be are left out of the assistant message,
+    because a provider rejects a request with a tool call that no tool result follows: a call is
+    dropped when the next turn's messages do not answer it, or when its response was interrupted and
+    is the last one. The last turn's calls are otherwise kept: the caller may be about to send their
+    results.
+    """
+    turns = list(turns)
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, turn in enumerate(turns):
+        messages.extend(turn.messages_in)
+        calls = turn.tool_calls
+        if calls:
+            if i + 1 < len(turns):
+                answered = {
+                    m.get("tool_call_id") for m in turns[i + 1].messages_in if m.get("role") == "tool"
+                }
+                calls = [c for c in calls if c["id"] in answered]
+            elif turn.interrupted:
+                calls = []
+        messages.append(_assistant_message(turn.text, calls))
+    return messages
+
+
+# Option names whose words mark a credential. Matched word by word so that `max_tokens` stays
+# and `api_key`, `aws_session_token`, `client_secret`, `extra_headers` go.
+_SECRET_WORDS = frozenset(
+    {
+        "apikey",
+        "auth",
+        "authorization",
+        "cookie",
+        "cookies",
+        "credential",
+        "credentials",
+        "headers",
+        "key",
+        "passwd",
+        "password",
+        "secret",
+        "token",
+    }
+)
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether an option's name says it holds a credential (``api_key``, ``*_token``, ``headers``...)."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+    return any(word in _SECRET_WORDS for word in re.findall(r"[a-z0-9]+", spaced))
+
+
+def strip_secrets(value: Any) -> Any:
+    """`value` with every credential-named key dropped, in nested dicts and lists too."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): strip_secrets(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and is_secret_option(k))
+        }
+    if isinstance(value, list | tuple):
+        return [strip_secrets(v) for v in value]
+    return value
+
+
+def to_json(value: Any) -> str:
+    """JSON text for a stored column; values JSON cannot represent are stored as their repr."""
+    return json.dumps(value, ensure_ascii=False, default=repr)
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 MATCH expression finding rows that contain every word of `text` (as a prefix).
+
+    Each whitespace-separated word becomes a quoted string, so operators, quotes, colons and stars
+    in user input are searched for as text and never parsed as query syntax. None when `text` has
+    no words.
+    """
+    words = text.split()
+    if not words:
+        return None
+    return " ".join('"' + word.replace('"', '""') + '"*' for word in words)
+
+
+def title_from_prompt(prompt: str | None) -> str | None:
+    """A conversation title from its first prompt: the first non-empty line, shortened."""
+    if not prompt:
+        return None
+    for line in prompt.splitlines():
+        line = " ".join(line.split())
+        if line:
+            return line if len(line) <= TITLE_MAX else line[: TITLE_MAX - 1].rstrip() + "…"
+    return None
+
+
+def response_values(
+    response: Response,
+    *,
+    model: str,
+    messages_in: list[dict[str, Any]],
+    prompt: str | None,
+    system: str | None,
+    options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The column values (without id, conversation_id and created) for logging `response`."""
+    usage = asdict(response.usage) if response.usage is not None else None
+    return {
+        "model": model,
+        "response_model": response.model,
+        "prompt": prompt,
+        "system": system,
+        "messages_in": to_json(list(messages_in)),
+        "text": response.text,
+        "reasoning": response.reasoning,
+        "refusal": response.refusal,
+        "tool_calls": to_json(tool_call_dicts(response)),
+        "finish_reason": response.finish_reason.value if response.finish_reason else None,
+        "raw_finish_reason": response.raw_finish_reason,
+        "usage": to_json(usage) if usage is not None else None,
+        "cost": response.cost,
+        "interrupted": int(response.interrupted),
+        "error": response.error,
+        "options": to_json(strip_secrets(dict(options or {}))),
+        "ttft": response.ttft,
+        "duration": response.duration,
+    }
+
+
+def logged_response(row: Mapping[str, Any]) -> LoggedResponse:
+    """A `LoggedResponse` from a `responses` row."""
+    return LoggedResponse(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        model=row["model"],
+        prompt=row["prompt"],
+        system=row["system"],
+        messages_in=json.loads(row["messages_in"]),
+        text=row["text"],
+        reasoning=row["reasoning"],
+        tool_calls=json.loads(row["tool_calls"]),
+        finish_reason=row["finish_reason"],
+        usage=json.loads(row["usage"]) if row["usage"] is not None else None,
+        cost=row["cost"],
+        interrupted=bool(row["interrupted"]),
+        error=row["error"],
+        options=json.loads(row["options"]),
+        ttft=row["ttft"],
+        duration=row["duration"],
+        created=row["created"],
+        raw_finish_reason=row["raw_finish_reason"],
+        refusal=row["refusal"],
+        response_model=row["response_model"],
+    )
+
+
+def conversation(row: Mapping[str, Any]) -> Conversation:
+    """A `Conversation` from a `conversations` row."""
+    return Conversation(
+        id=row["id"],
+        title=row["title"],
+        model=row["model"],
+        system=row["system"],
+        created=row["created"],
+        updated=row["updated"],
+    )
