@@ -1,0 +1,5 @@
+import sys
+
+from cllm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""The command line: which command, and its arguments (stdlib argparse, nothing imported early)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = [
+    "COMMANDS",
+    "VALUE_OPTIONS",
+    "build_parser",
+    "parse_option_value",
+    "parse_options",
+    "split_command",
+]
+
+COMMANDS = ("chat", "logs", "models", "serve")
+
+# Options of the prompt command that take values, and how many: the first word that is not an
+# option or an option's value decides whether the line names a command or starts a prompt.
+VALUE_OPTIONS = {
+    "-m": 1,
+    "--model": 1,
+    "-s": 1,
+    "--system": 1,
+    "-o": 2,
+    "--option": 2,
+    "--cid": 1,
+    "--functions": 1,
+    "--chain-limit": 1,
+}
+
+DESCRIPTION = """\
+Stream a model's answer to PROMPT (from the arguments, stdin, or both).
+
+commands:
+  cllm chat      a conversation in the terminal
+  cllm logs      recent responses (-n N, -q TEXT, --cid ID, --json)
+  cllm models    the models you can use; `cllm models default NAME` sets the default
+  cllm serve     an OpenAI-compatible streaming server (needs cllm[server])
+"""
+
+EPILOG = """\
+examples:
+  cllm "Explain TCP slow start in two sentences"
+  cat notes.md | cllm -m anthropic/claude-sonnet-4-5 "summarize"
+  cllm -c "and in one word?"
+  cllm --functions tools.py "What's the weather in Paris?"
+
+environment: CLLM_MODEL (default model), CLLM_HOME (where the log database and config live),
+provider keys the LiteLLM way (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...; OPENAI_BASE_URL works).
+A word that names a command is a prompt after `--`: `cllm -- chat`.
+"""
+
+
+def split_command(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """(command, its arguments), or (None, argv) when the line is a prompt.
+
+    A command is the first word that is neither an option nor an option's value, before any
+    ``--``: ``cllm chat -m x`` and ``cllm -m x chat`` both run the chat.
+    """
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        if word == "--":
+            return None, argv
+        if word.startswith("-") and len(word) > 1:
+            if "=" not in word:
+                i += VALUE_OPTIONS.get(word, 0)
+            i += 1
+            continue
+        if word in COMMANDS:
+            return word, argv[:i] + argv[i + 1 :]
+        return None, argv
+    return None, argv
+
+
+def parse_option_value(value: str) -> Any:
+    """A ``-o`` value: JSON when it parses as JSON (numbers, true/false, null, lists, objects),
+    else the string itself."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def parse_options(pairs: Sequence[Sequence[str]] | None) -> dict[str, Any]:
+    """``-o KEY VALUE`` pairs as LiteLLM keyword arguments."""
+    return {key: parse_option_value(value) for key, value in pairs or ()}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """What a prompt and a chat share: model, system, options, tools, display."""
+    parser.add_argument("-m", "--model", help="model name (default: $CLLM_MODEL, then `cllm models default`)")
+    parser.add_argument("-s", "--system", help="system prompt")
+    parser.add_argument(
+        "-o",
+        "--option",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        dest="options",
+        help="LiteLLM option, repeatable; VALUE is JSON when it parses (-o temperature 0 -o api_base URL)",
+    )
+    parser.add_argument(
+        "-c", "--continue", action="store_true", dest="cont", help="continue the latest conversation"
+    )
+    parser.add_argument("--cid", metavar="ID", help="continue the conversation with this id")
+    parser.add_argument("--no-stream", action="store_true", help="one non-streaming call")
+    parser.add_argument("--no-log", action="store_true", help="do not save the exchange")
+    parser.add_argument("-u", "--usage", action="store_true", help="show tokens and cost on stderr")
+    parser.add_argument("--raw", action="store_true", help="print raw text, no markdown rendering")
+    parser.add_argument("--no-reasoning", action="store_true", help="do not show the model's reasoning")
+    parser.add_argument(
+        "--functions",
+        metavar="FILE.py",
+        action="append",
+        help="offer the public functions of a Python file as tools (repeatable)",
+    )
+    parser.add_argument("--approve", action="store_true", help="ask before running each tool call")
+    parser.add_argument(
+        "--chain-limit",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="stop after N rounds of tool calls (default 5)",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    """The parser for one command (None: the prompt)."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    if command is None:
+        parser = argparse.ArgumentParser(
+            prog="cllm", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter
+        )
+        parser.add_argument("prompt", nargs="*", help="the prompt (joined with spaces)")
+        _add_model_options(parser)
+        parser.add_argument("--json", action="store_true", help="print the final response as JSON on stdout")
+        parser.add_argument("--version", action="store_true", help="print the version")
+        return parser
+    if command == "chat":
+        parser = argparse.ArgumentParser(
+            prog="cllm chat",
+            description="A conversation in the terminal, streamed. Enter sends; Alt-Enter (or Esc then "
+            "Enter) starts a new line; /model NAME, /system TEXT, /exit; Ctrl-C stops a reply; "
+            "Ctrl-D or Ctrl-C on an empty line quits.",
+        )
+        _add_model_options(parser)
+        return parser
+    if command == "logs":
+        parser = argparse.ArgumentParser(prog="cllm logs", description="Recent responses, oldest first.")
+        parser.add_argument(
+            "-n", "--count", type=_positive_int, default=3, help="how many (default 3; 0: all)"
+        )
+        parser.add_argument("--cid", metavar="ID", help="only this conversation")
+        parser.add_argument("-c", "--current", action="store_true", help="only the latest conversation")
+        parser.add_argument("-q", "--query", metavar="TEXT", help="full-text search in prompts and replies")
+        parser.add_argument("--json", action="store_true", help="a JSON array of responses")
+        parser.add_argument("--debug", action="store_true", help="show tracebacks")
+        return parser
+    if command == "models":
+        parser = argparse.ArgumentParser(
+            prog="cllm models",
+            description="The models you can use: LiteLLM's known models by provider, and the local one.",
+        )
+        parser.add_argument("-q", "--query", metavar="TEXT", help="only models whose name contains TEXT")
+        parser.add_argument("--debug", action="store_true", help="show tracebacks")
+        sub = parser.add_subparsers(dest="action", metavar="{default}")
+        default = sub.add_parser("default", help="show or set the default model")
+        default.add_argument("name", nargs="?", help="the model to use when -m is not given")
+        default.add_argument("--unset", action="store_true", help="forget the configured default")
+        return parser
+    if command == "serve":
+        parser = argparse.ArgumentParser(
+            prog="cllm serve", description="An OpenAI-compatible streaming server."
+        )
+        try:
+            from cllm.server.command import configure_parser
+        except ImportError:
+            pass
+        else:
+            configure_parser(parser)
+        return parser
+    raise ValueError(f"unknown command {command!r}")

@@ -1,0 +1,131 @@
+"""One clear line for each way a call can fail, with a hint at the fix."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from cllm.errors import CllmError, ProviderError, StreamInterrupted
+
+__all__ = ["describe_error", "key_variable"]
+
+# The variable LiteLLM reads the key from, for providers whose name does not simply give
+# <PROVIDER>_API_KEY.
+_KEY_VARIABLES = {
+    "azure": "AZURE_API_KEY",
+    "azure_ai": "AZURE_AI_API_KEY",
+    "bedrock": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    "fireworks_ai": "FIREWORKS_AI_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "huggingface": "HF_TOKEN",
+    "nvidia_nim": "NVIDIA_NIM_API_KEY",
+    "perplexity": "PERPLEXITYAI_API_KEY",
+    "text-completion-openai": "OPENAI_API_KEY",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "vertex_ai": "GOOGLE_APPLICATION_CREDENTIALS",
+    "watsonx": "WATSONX_APIKEY",
+}
+
+_SIMPLE_KEYS = {
+    "openai",
+    "anthropic",
+    "groq",
+    "mistral",
+    "deepseek",
+    "openrouter",
+    "xai",
+    "cohere",
+    "cerebras",
+}
+_INTERACTIVE = {"github_copilot", "vertex_ai", "bedrock", "sagemaker"}
+
+_MAX = 300
+
+
+def provider_of(model: str) -> str | None:
+    """The provider prefix of a model name (``openai/gpt-4o`` → ``openai``), when it has one."""
+    if "/" in model:
+        return model.split("/", 1)[0]
+    if model.startswith(("gpt-", "o1", "o3", "o4", "chatgpt-")):
+        return "openai"
+    if model.startswith("claude"):
+        return "anthropic"
+    if model.startswith("gemini"):
+        return "gemini"
+    return None
+
+
+def key_variable(provider: str | None, model: str) -> str | None:
+    """The environment variable that holds the key for a model, when it can be told."""
+    provider = provider or provider_of(model)
+    if provider in _KEY_VARIABLES or provider in _SIMPLE_KEYS:
+        return _KEY_VARIABLES.get(provider, f"{str(provider).upper()}_API_KEY")
+    litellm = sys.modules.get("litellm")
+    # Some providers' checks log in over the network (github_copilot): only ask LiteLLM about
+    # providers that are named by a key.
+    if litellm is not None and provider not in _INTERACTIVE:
+        try:
+            missing = litellm.validate_environment(model=model).get("missing_keys") or []
+        except Exception:
+            missing = []
+        if missing:
+            return " and ".join(str(k) for k in missing)
+    if not provider:
+        return None
+    return _KEY_VARIABLES.get(provider, f"{provider.upper().replace('-', '_')}_API_KEY")
+
+
+def _first_line(message: str) -> str:
+    line = " ".join(message.strip().split("\n", 1)[0].split())
+    return line if len(line) <= _MAX else line[: _MAX - 1] + "…"
+
+
+def _is_auth(e: ProviderError) -> bool:
+    text = e.message.lower()
+    return (
+        e.status_code in (401, 403)
+        or (e.kind or "").startswith("Authentication")
+        or "api key" in text
+        or "api_key" in text
+    )
+
+
+def _is_unknown_model(e: ProviderError) -> bool:
+    text = e.message.lower()
+    return (
+        "llm provider not provided" in text
+        or "provider list" in text
+        or e.status_code == 404
+        or (e.kind or "") == "NotFoundError"
+        or ("model" in text and ("not found" in text or "does not exist" in text or "unknown" in text))
+    )
+
+
+def describe_error(e: BaseException, model: str, options: dict[str, Any] | None = None) -> str:
+    """The line to show for a failed call (without the ``cllm: `` prefix)."""
+    options = options or {}
+    if isinstance(e, StreamInterrupted):
+        return _first_line(e.message)
+    if isinstance(e, ProviderError):
+        message = _first_line(e.message)
+        if _is_unknown_model(e):
+            return f"unknown model {model!r}: {message} (see `cllm models`, choose one with -m)"
+        if _is_auth(e):
+            variable = key_variable(e.provider, model)
+            where = f"set {variable}" if variable else "set the provider's API key variable"
+            if "api_key" in options:
+                where = "check the key given with -o api_key"
+            elif variable and all(os.environ.get(v) for v in variable.split(" and ")):
+                where = f"check {variable}"
+            return f"authentication failed for {model}: {message} ({where})"
+        kind = (e.kind or "").lower()
+        if "connection" in kind or "connect" in message.lower():
+            base = options.get("api_base") or os.environ.get("OPENAI_BASE_URL")
+            where = f" at {base}" if base else ""
+            return f"cannot reach the provider of {model}{where}: {message}"
+        status = f" ({e.status_code})" if e.status_code else ""
+        return f"{model}{status}: {message}"
+    if isinstance(e, CllmError):
+        return _first_line(str(e))
+    return f"{type(e).__name__}: {_first_line(str(e))}"

@@ -1,0 +1,99 @@
+"""``cllm logs``: the responses logged most recently, as readable markdown or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cllm.cli.exchange import format_cost
+from cllm.cli.session import CliError
+
+if TYPE_CHECKING:
+    from cllm.store import LoggedResponse
+
+__all__ = ["format_response", "run"]
+
+
+def _when(created: str) -> str:
+    try:
+        moment = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return created
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _usage(usage: dict[str, Any] | None, cost: float | None) -> str | None:
+    parts = []
+    if usage:
+        parts.append(f"{usage.get('prompt_tokens') or 0}→{usage.get('completion_tokens') or 0} tokens")
+    if cost:
+        parts.append(format_cost(cost))
+    return " ".join(parts) or None
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+
+
+def format_response(r: LoggedResponse) -> str:
+    """One logged response as markdown: a header line, the prompt (or tool results), the reply."""
+    finish = r.finish_reason or "?"
+    if r.interrupted:
+        finish += ", interrupted"
+    header = [r.id, r.model, _when(r.created), finish]
+    if usage := _usage(r.usage, r.cost):
+        header.append(usage)
+    lines = [f"## {' · '.join(header)}", f"conversation {r.conversation_id}", ""]
+    if r.prompt is not None:
+        lines += [_quote(r.prompt), ""]
+    else:
+        for message in r.messages_in:
+            if message.get("role") == "tool":
+                content = str(message.get("content") or "")
+                short = content if len(content) <= 200 else content[:199] + "…"
+                lines += [f"> tool result ({message.get('tool_call_id')}): {short}", ""]
+    if r.reasoning:
+        lines += ["<details><summary>reasoning</summary>", "", r.reasoning.strip("\n"), "", "</details>", ""]
+    if r.text:
+        lines += [r.text.strip("\n"), ""]
+    for call in r.tool_calls:
+        lines += [f"→ tool call `{call.get('name')}({call.get('arguments_json')})`", ""]
+    if r.error:
+        lines += [f"*error: {r.error}*", ""]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print recent responses, oldest first."""
+    from cllm.store import ConversationStore, StoreError
+
+    try:
+        with ConversationStore() as store:
+            conversation_id = args.cid
+            if args.current:
+                latest = store.latest_conversation()
+                if latest is None:
+                    raise CliError("no conversations yet")
+                conversation_id = latest.id
+            if conversation_id is not None and store.get_conversation(conversation_id) is None:
+                raise CliError(f"no conversation {conversation_id!r}")
+            responses = store.responses(
+                limit=args.count or None, conversation_id=conversation_id, query=args.query
+            )
+    except StoreError as e:
+        raise CliError(f"cannot read the log database: {e}") from e
+    responses.reverse()
+    if args.json:
+        json.dump([r.to_dict() for r in responses], sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    if not responses:
+        print(
+            "no responses found" if args.query or conversation_id else "nothing logged yet", file=sys.stderr
+        )
+        return 0
+    sys.stdout.write("\n".join(format_response(r) for r in responses))
+    return 0

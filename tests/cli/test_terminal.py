@@ -1,0 +1,167 @@
+"""The terminal view, in a real terminal (tmux): spinner, live markdown, scrollback, chat, approval."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import MODEL, Cli, last_user_text, text_stream, tool_call_stream
+from support.replay_server import RecordedRequest, ScriptedResponse
+
+from cllm.cli.chat import PROMPT
+from cllm.cli.display import SPINNER
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
+]
+
+LONG_ANSWER = (
+    "# Heading One\n\nSome **bold** text and `inline code`.\n\n```python\ndef f(x):\n    return x + 1\n```\n\n"
+    + "".join(f"Line {i} of the long answer.\n\n" for i in range(60))
+    + "The end."
+)
+
+
+class Terminal:
+    """A tmux session of its own (own server socket) running one command."""
+
+    def __init__(self, tmp: Path, command: list[str], env: dict[str, str]) -> None:
+        self.socket = f"cllm-test-{id(self)}"
+        script = tmp / "run.sh"
+        exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        script.write_text(f'{exports}{shlex.join(command)}\necho "EXITED $?"\nsleep 120\n')
+        self._tmux(
+            "new-session", "-d", "-s", "t", "-x", "100", "-y", "30", f"bash {shlex.quote(str(script))}"
+        )
+
+    def _tmux(self, *args: str) -> str:
+        result = subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, timeout=10
+        )
+        return result.stdout
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "t")
+
+    def scrollback(self) -> str:
+        return self._tmux("capture-pane", "-p", "-S", "-", "-t", "t")
+
+    def keys(self, *keys: str) -> None:
+        self._tmux("send-keys", "-t", "t", *keys)
+
+    def wait_for(self, check: Callable[[str], bool], timeout: float = 20.0, what: str = "") -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if check(screen):
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen()}")
+
+    def close(self) -> None:
+        self._tmux("kill-server")
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Callable[..., Terminal]]:
+    opened: list[Terminal] = []
+
+    def open_(command: list[str], env: dict[str, str]) -> Terminal:
+        term = Terminal(tmp_path, command, env)
+        opened.append(term)
+        return term
+
+    yield open_
+    for term in opened:
+        term.close()
+
+
+def _cllm(cli: Cli, *args: str) -> list[str]:
+    return [sys.executable, "-m", "cllm.cli", "-m", MODEL, "-o", "api_base", cli.api_base, *args]
+
+
+def test_spinner_then_rendered_markdown_and_a_clean_scrollback(
+    cli: Cli, terminal: Callable[..., Terminal]
+) -> None:
+    pieces = [LONG_ANSWER[i : i + 9] for i in range(0, len(LONG_ANSWER), 9)]
+    cli.server.add(text_stream(pieces, delay=0.008, first_delay=1.5))
+    term = terminal(_cllm(cli, "Tell me everything"), cli.env)
+    # The spinner turns while waiting for the first token.
+    term.wait_for(lambda s: any(c in s for c in SPINNER), what="the spinner")
+    assert "Heading" not in term.screen()
+    term.wait_for(lambda s: "EXITED" in s, what="the end")
+    scrollback = term.scrollback()
+    assert "EXITED 0" in scrollback
+    lines = scrollback.splitlines()
+    assert not any(c in scrollback for c in SPINNER)  # erased once the answer began
+    assert "Heading One" in scrollback and "# Heading" not in scrollback
+    assert "Some bold text and inline code." in scrollback and "**" not in scrollback
+    assert "def f(x):" in scrollback and "```" not in scrollback
+    # Taller than the terminal, yet every line is in the scrollback exactly once, in order.
+    numbered = [line.strip() for line in lines if line.startswith("Line ")]
+    assert numbered == [f"Line {i} of the long answer." for i in range(60)]
+    assert [line.strip() for line in lines].count("The end.") == 1
+
+
+def test_chat_streams_ctrl_c_stops_the_reply_and_exit_quits(
+    cli: Cli, terminal: Callable[..., Terminal]
+) -> None:
+    def respond(request: RecordedRequest) -> ScriptedResponse:
+        if last_user_text(request) == "count slowly":
+            return text_stream([f"number {i}\n\n" for i in range(100)], delay=0.1)
+        return text_stream(["Hello ", "**there**", "!"], delay=0.05)
+
+    cli.server.add(respond, repeat=True)
+    term = terminal(
+        [sys.executable, "-m", "cllm.cli", "chat", "-m", MODEL, "-o", "api_base", cli.api_base], cli.env
+    )
+    term.wait_for(lambda s: PROMPT.strip() in s and "/exit" in s, what="the chat prompt")
+    term.keys("hi", "Enter")
+    term.wait_for(lambda s: "Hello there!" in s, what="the first reply")
+    term.keys("count slowly", "Enter")
+    term.wait_for(lambda s: "number 3" in s, what="the slow reply")
+    term.keys("C-c")
+    screen = term.wait_for(lambda s: "interrupted" in s, what="the interruption")
+    assert "number 99" not in screen
+    term.wait_for(lambda s: s.rstrip().endswith(PROMPT.strip()), what="the prompt again")
+    term.keys("/exit", "Enter")
+    term.wait_for(lambda s: "EXITED 0" in s, what="the chat to end")
+    logs = cli.logs()
+    assert [r["prompt"] for r in logs] == ["hi", "count slowly"]
+    assert logs[0]["text"] == "Hello **there**!" and not logs[0]["interrupted"]
+    assert logs[1]["interrupted"] and logs[1]["text"].startswith("number 0")
+    assert len({r["conversation_id"] for r in logs}) == 1
+    # The second turn carried the first one.
+    assert [m["content"] for m in cli.server.requests[1].json["messages"]] == [
+        "hi",
+        "Hello **there**!",
+        "count slowly",
+    ]
+
+
+def test_approve_asks_on_the_terminal(cli: Cli, terminal: Callable[..., Terminal], tmp_path: Path) -> None:
+    functions = tmp_path / "f.py"
+    functions.write_text("def get_weather(city: str) -> str:\n    return city + ': rain'\n")
+
+    def respond(request: RecordedRequest) -> ScriptedResponse:
+        if request.json["messages"][-1]["role"] == "tool":
+            return text_stream(["Take an umbrella."])
+        return tool_call_stream("get_weather", '{"city": "Oslo"}')
+
+    cli.server.add(respond, repeat=True)
+    term = terminal(_cllm(cli, "--functions", str(functions), "--approve", "Weather?"), cli.env)
+    term.wait_for(
+        lambda s: re.search(r'Run get_weather\(\{"city": "Oslo"\}\)\? \[y/N\]', s) is not None, what="ask"
+    )
+    term.keys("y", "Enter")
+    screen = term.wait_for(lambda s: "EXITED" in s, what="the end")
+    assert "Take an umbrella." in screen and "EXITED 0" in screen
+    assert cli.server.requests[1].json["messages"][-1]["content"] == "Oslo: rain"
