@@ -54,6 +54,10 @@ def litellm() -> ModuleType:
                     # Otherwise a pre-call token estimate for some model names downloads a tokenizer
                     # (tens of seconds of retries offline) before the request is even sent.
                     module.disable_hf_tokenizer_download = True
+                # `local/...` models (llama.cpp is loaded on their first request, not here).
+                from cllm.local._handler import register
+
+                register(module)
                 _litellm = module
     return _litellm
 
@@ -257,6 +261,8 @@ def cost(model: str, provider: str | None, usage: Usage | None) -> float | None:
     """USD cost from LiteLLM's price table, or None when the price is unknown."""
     if usage is None or (not usage.prompt_tokens and not usage.completion_tokens):
         return None
+    if provider == "local" or model.startswith("local/"):
+        return 0.0  # the embedded model runs on this machine
     lib = litellm()
     try:
         prompt_cost, completion_cost = lib.cost_per_token(
