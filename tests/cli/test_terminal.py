@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MODEL, Cli, last_user_text, text_stream, tool_call_stream
-from support.replay_server import RecordedRequest, ScriptedResponse
+from conftest import DONE, MODEL, Cli, chunk, last_user_text, text_stream, tool_call_stream, usage_chunk
+from support.replay_server import Piece, RecordedRequest, ScriptedResponse, stream_response
 
 from cllm.cli.chat import PROMPT
 from cllm.cli.display import SPINNER
@@ -165,3 +165,40 @@ def test_approve_asks_on_the_terminal(cli: Cli, terminal: Callable[..., Terminal
     screen = term.wait_for(lambda s: "EXITED" in s, what="the end")
     assert "Take an umbrella." in screen and "EXITED 0" in screen
     assert cli.server.requests[1].json["messages"][-1]["content"] == "Oslo: rain"
+
+
+def test_tool_call_progress_is_live_while_the_arguments_are_written(
+    cli: Cli, terminal: Callable[..., Terminal]
+) -> None:
+    arguments = '{"path": "notes.txt", "text": "' + "".join(f"word{i} " for i in range(40)) + '"}'
+    parts = [arguments[i : i + 12] for i in range(0, len(arguments), 12)]
+    start = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "write_file", "arguments": ""},
+    }
+    pieces = [Piece(chunk({"role": "assistant", "content": None, "tool_calls": [start]}))]
+    pieces += [
+        Piece(chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}), delay=0.12) for p in parts
+    ]
+    pieces += [Piece(chunk({}, "tool_calls")), Piece(usage_chunk()), Piece(DONE)]
+    cli.server.add(stream_response(pieces))
+    term = terminal(_cllm(cli, "Save my notes"), cli.env)
+    # While the arguments stream, one status line shows the tool, a growing byte count and the
+    # arguments as they form.
+    seen: list[int] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "EXITED" not in (screen := term.screen()):
+        match = re.search(r"⚙ write_file · (\d+) bytes · (.*)", screen)
+        if match:
+            if not seen or int(match.group(1)) > seen[-1]:
+                seen.append(int(match.group(1)))
+            assert match.group(2).strip().lstrip("…") in arguments  # the latest part of the arguments
+        time.sleep(0.05)
+    assert len(seen) >= 5, seen  # many distinct sizes: live, not a single line at the end
+    assert seen[-1] <= len(arguments)
+    screen = term.wait_for(lambda s: "EXITED" in s, what="the end")
+    assert "EXITED 0" in screen
+    assert "⚙" not in screen  # the status line is gone, replaced by the finished call
+    assert re.search(r"tool call write_file\(.*notes\.txt.*\) · \d+ bytes", screen, re.DOTALL)
