@@ -1,0 +1,150 @@
+"""The ASGI app: routes, guards, CORS, the web page, and the lifetime of the store and streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import importlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+import cllm
+from cllm.server.api import ChatRoutes
+from cllm.server.guards import ClientLimiter, Guard
+from cllm.server.openai_compat import OpenAIRoutes
+from cllm.server.session import ChatService
+from cllm.server.settings import Settings
+from cllm.server.streams import StreamRegistry
+from cllm.server.ws import ChatSocket
+from cllm.store import ConversationStore
+
+__all__ = ["STATIC_DIR", "create_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "version": cllm.__version__})
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
+
+
+# The page loads nothing from elsewhere; say so to the browser, so injected markup could not either.
+_PAGE_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _warm_up() -> None:
+    # LiteLLM takes seconds to import: pay that at startup, not on the first request.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    importlib.import_module("litellm")
+
+
+FULL_GC_EVERY = 300.0
+
+
+async def _collect_garbage(interval: float) -> None:
+    """Run the garbage collector's young generations often and full collections on a timer.
+
+    LiteLLM keeps every chunk of a running stream, so hundreds of concurrent streams make a heap of
+    live objects that a full collection scans in hundreds of milliseconds, and by default those
+    run every few seconds under load, stalling every stream. LiteLLM's import-time heap is frozen
+    (never scanned again); full collections run every ``interval`` seconds instead.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1_000_000_000)
+    while True:
+        await asyncio.sleep(interval)
+        gc.collect()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: ConversationStore | None = None,
+    warm_up: bool = True,
+    tune_gc: bool = False,
+) -> Starlette:
+    """The server's ASGI app.
+
+    Args:
+        settings: options, aliases and limits (see `Settings.load`).
+        store: the conversation store to use; by default one is opened on ``settings.db`` (or
+            cllm's default database) at startup and closed at shutdown.
+        warm_up: import LiteLLM at startup rather than on the first request.
+        tune_gc: tune the process's garbage collector for many concurrent streams (`cllm serve`
+            owns its process and does; an app embedded elsewhere leaves that to its host).
+    """
+    own_store = store is None
+    store = store if store is not None else ConversationStore(settings.db)
+    limiter = ClientLimiter(settings.max_streams_per_client)
+    registry = StreamRegistry(settings.resume_ttl)
+    service = ChatService(store, settings.models, settings.scrubber)
+    openai = OpenAIRoutes(settings.models, settings.scrubber, limiter)
+    chat = ChatRoutes(service, registry, limiter)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if warm_up:
+            await asyncio.get_running_loop().run_in_executor(None, _warm_up)
+        collector = asyncio.create_task(_collect_garbage(FULL_GC_EVERY)) if tune_gc else None
+        try:
+            yield
+        finally:
+            if collector is not None:
+                collector.cancel()
+            await registry.aclose()
+            if own_store:
+                store.close()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/v1/models", openai.list_models, methods=["GET"]),
+        Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+        Route("/api/chat", chat.chat, methods=["POST"]),
+        Route("/api/streams/{stream_id}", chat.resume, methods=["GET"]),
+        Route("/api/streams/{stream_id}", chat.cancel, methods=["DELETE"]),
+        Route("/api/conversations", chat.conversations, methods=["GET"]),
+        Route("/api/conversations/{conversation_id}", chat.conversation, methods=["GET"]),
+        Route("/api/conversations/{conversation_id}", chat.delete_conversation, methods=["DELETE"]),
+        WebSocketRoute("/ws", ChatSocket(service, limiter).handle),
+        Route("/", index, methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
+    ]
+    middleware = [Middleware(Guard, token=settings.token, max_body=settings.max_body)]
+    if settings.cors_origins:
+        # Outside the guard, so preflight requests (which carry no token) are answered.
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["authorization", "content-type", "last-event-id"],
+                expose_headers=["x-cllm-stream-id"],
+            ),
+        )
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.registry = registry
+    app.state.store = store
+    app.state.limiter = limiter
+    return app

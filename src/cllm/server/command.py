@@ -1,0 +1,134 @@
+"""``cllm serve``: the command line of the server.
+
+Only the standard library is imported at module level: ``cllm --help`` must not pay for Starlette,
+uvicorn or LiteLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import re
+import sys
+
+__all__ = ["configure_parser", "run"]
+
+EPILOG = """\
+Model names go to LiteLLM as they are (provider keys come from the environment: OPENAI_API_KEY...);
+a config file can map aliases to LiteLLM parameters. Binding anything but a loopback address
+requires --token. Endpoints: POST /v1/chat/completions, GET /v1/models, POST /api/chat,
+GET|DELETE /api/streams/{id}, GET /api/conversations[/{id}], WS /ws, GET / (web chat), GET /healthz.
+"""
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add ``cllm serve``'s options to ``parser``."""
+    parser.description = "Serve cllm over HTTP: SSE, WebSocket, an OpenAI-compatible API and a web chat page."
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to listen on (default 8000; 0 picks a free one)")
+    parser.add_argument(
+        "--token",
+        help="require 'Authorization: Bearer TOKEN' on every endpoint but /healthz "
+        "(or set CLLM_SERVER_TOKEN)",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file with [models.<alias>] and [server] settings"
+    )
+    parser.add_argument("--db", metavar="PATH", help="conversation database (default: cllm's own)")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="ORIGIN",
+        help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)",
+    )
+    parser.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body (default 1 MiB)")
+    parser.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        metavar="N",
+        help="concurrent streams per client address (default 8)",
+    )
+    parser.add_argument(
+        "--resume-ttl",
+        type=float,
+        metavar="SECONDS",
+        help="how long a stream stays resumable after it ends, and runs on without a reader (default 300)",
+    )
+    parser.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+
+
+class _ScrubFilter(logging.Filter):
+    """Keeps secrets (the token in a WebSocket URL, keys in messages) out of the logs."""
+
+    def __init__(self, scrub: object) -> None:
+        super().__init__()
+        self.scrub = scrub
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        scrubbed = re.sub(r"([?&]token=)[^&\s\"]+", r"\1***", self.scrub(message))  # type: ignore[operator]
+        if scrubbed != message:
+            record.msg, record.args = scrubbed, None
+        return True
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the server; return the exit status."""
+    from cllm.config import ConfigError
+    from cllm.server.settings import Settings
+
+    options = {
+        name: getattr(args, name, None)
+        for name in (
+            "host",
+            "port",
+            "token",
+            "db",
+            "cors_origins",
+            "max_body",
+            "max_streams_per_client",
+            "resume_ttl",
+            "log_level",
+        )
+    }
+    try:
+        settings = Settings.load(options, getattr(args, "config", None))
+    except ConfigError as e:
+        print(f"cllm serve: {e}", file=sys.stderr)
+        return 2
+    try:
+        import uvicorn
+
+        from cllm.server.app import create_app
+    except ImportError as e:
+        print(
+            f"cllm serve: {e.name or e} is missing; install the server extra: pip install 'cllm[server]'",
+            file=sys.stderr,
+        )
+        return 1
+    from cllm.store import StoreError
+
+    try:
+        app = create_app(settings, tune_gc=True)
+    except StoreError as e:
+        print(f"cllm serve: {e}", file=sys.stderr)
+        return 1
+    scrub_filter = _ScrubFilter(settings.scrubber)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=settings.max_body,
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "cllm.server"):
+        logging.getLogger(name).addFilter(scrub_filter)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started or server.should_exit else 1

@@ -1,0 +1,196 @@
+"""/v1/chat/completions and /v1/models through the official openai client, against a real uvicorn."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import httpx
+import openai
+import pytest
+from support.replay_server import ReplayServer, error_response, json_response, sse_events, stream_response
+
+from .conftest import PROVIDER_KEY, Running, sse_body, text_stream, tool_chunks
+
+
+def client(server: Running) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_streaming_text_with_usage(server: Running, provider: ReplayServer) -> None:
+    provider.add(text_stream(["Hello", ", ", "world"]))
+    stream = client(server).chat.completions.create(
+        model="test",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello, world"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 12
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    # The provider got the alias's model and key; the client's key never went anywhere.
+    sent = provider.requests[0]
+    assert sent.json["model"] == "gpt-test"
+    assert sent.header("authorization") == f"Bearer {PROVIDER_KEY}"
+
+
+def test_no_usage_chunk_unless_asked(server: Running, provider: ReplayServer) -> None:
+    provider.add(text_stream(["a", "b"]))
+    chunks = list(
+        client(server).chat.completions.create(
+            model="test", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
+    assert all(c.choices for c in chunks)
+    assert all(c.usage is None for c in chunks)
+
+
+def test_streaming_tool_call_id_and_name_once(server: Running, provider: ReplayServer) -> None:
+    provider.add(stream_response(sse_events(sse_body(tool_chunks()))))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    chunks = list(
+        client(server).chat.completions.create(
+            model="test", messages=[{"role": "user", "content": "weather?"}], tools=tools, stream=True
+        )
+    )
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert [d.id for d in deltas if d.id] == ["call_abc"]
+    assert [d.function.name for d in deltas if d.function and d.function.name] == ["get_weather"]
+    arguments = "".join(d.function.arguments or "" for d in deltas if d.function)
+    assert json.loads(arguments) == {"city": "Paris", "unit": "c"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "tool_calls"
+    ]
+    assert provider.requests[0].json["tools"] == tools
+
+
+def test_stream_helper_accumulates(server: Running, provider: ReplayServer) -> None:
+    # The client's own accumulating helper must accept our chunks.
+    provider.add(stream_response(sse_events(sse_body(tool_chunks()))))
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    with client(server).chat.completions.stream(
+        model="test", messages=[{"role": "user", "content": "weather?"}], tools=tools
+    ) as stream:
+        final = stream.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    assert (call.id, call.function.name) == ("call_abc", "get_weather")
+    assert json.loads(call.function.arguments) == {"city": "Paris", "unit": "c"}
+
+
+async def test_async_client_streaming(server: Running, provider: ReplayServer) -> None:
+    provider.add(text_stream(["one ", "two ", "three"], delay=0.01))
+    aclient = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    stream = await aclient.chat.completions.create(
+        model="test", messages=[{"role": "user", "content": "count"}], stream=True
+    )
+    parts = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
+    assert parts == ["one ", "two ", "three"]
+    await aclient.close()
+
+
+def test_non_streaming(server: Running, provider: ReplayServer) -> None:
+    provider.add(
+        json_response(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "gpt-test",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "Bonjour"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            }
+        )
+    )
+    completion = client(server).chat.completions.create(
+        model="test", messages=[{"role": "user", "content": "hello in French"}]
+    )
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == "Bonjour"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.total_tokens == 4
+
+
+def test_provider_401_becomes_openai_error_without_the_key(server: Running, provider: ReplayServer) -> None:
+    provider.add(error_response(401, f"Incorrect API key provided: {PROVIDER_KEY}."))
+    with pytest.raises(openai.AuthenticationError) as caught:
+        list(
+            client(server).chat.completions.create(
+                model="test", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+        )
+    assert caught.value.status_code == 401
+    body = caught.value.response.text
+    assert PROVIDER_KEY not in body
+    assert "Incorrect API key" in json.loads(body)["error"]["message"]
+    # The server is still fine.
+    provider.add(text_stream(["ok"]))
+    stream = client(server).chat.completions.create(
+        model="test", messages=[{"role": "user", "content": "hi"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
+
+
+def test_bad_requests(server: Running) -> None:
+    c = client(server)
+    with pytest.raises(openai.BadRequestError) as caught:
+        c.chat.completions.create(model="test", messages=[])
+    assert caught.value.body["message"] == "'messages' must be a non-empty list"  # type: ignore[index]
+    r = httpx.post(server.url + "/v1/chat/completions", content=b"{not json")
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_client_cannot_redirect_the_provider(server: Running, provider: ReplayServer) -> None:
+    provider.add(text_stream(["fine"]))
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={
+            "model": "test",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "api_base": "http://127.0.0.1:9/v1",
+            "api_key": "attacker",
+        },
+    )
+    assert r.status_code == 200
+    sent = provider.requests[0]
+    assert sent.header("authorization") == f"Bearer {PROVIDER_KEY}"
+
+
+def test_models_and_healthz(server: Running) -> None:
+    models = client(server).models.list()
+    assert [m.id for m in models.data] == ["test"]
+    health = httpx.get(server.url + "/healthz")
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_disconnect_closes_upstream_within_100ms(server: Running, provider: ReplayServer) -> None:
+    provider.add(text_stream([f"w{i} " for i in range(500)], delay=0.02))
+    body = json.dumps({"model": "test", "messages": [{"role": "user", "content": "go"}], "stream": True})
+    sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        + f"content-length: {len(body)}\r\n\r\n{body}".encode()
+    )
+    received = b""
+    while received.count(b"data: ") < 5:
+        received += sock.recv(65536)
+    exchange = provider.wait_exchange(0)
+    assert exchange.outcome == "streaming"
+    closed_at = time.monotonic()
+    sock.close()
+    provider_closed = exchange.wait_client_closed(timeout=2.0)
+    assert provider_closed - closed_at < 0.1
+    assert exchange.closed_early

@@ -1,0 +1,128 @@
+"""The web chat page in headless Chromium (Debian's), driven by Playwright."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page
+from support.replay_server import ReplayServer
+
+from .conftest import Running, ServerFactory, text_stream
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def dialogs() -> list[str]:
+    """alert()/confirm() dialogs the page opened."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, dialogs: list[str]) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    yield page
+    context.close()
+
+
+def send(page: Page, text: str) -> None:
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+
+
+def test_reply_grows_while_streaming(page: Page, server: Running, provider: ReplayServer) -> None:
+    words = [f"word{i} " for i in range(25)]
+    provider.add(text_stream(words, delay=0.06))
+    page.goto(server.url + "/")
+    send(page, "Tell me something")
+    reply = page.locator(".message.assistant").last
+    reply.wait_for()
+    samples: list[str] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        state = reply.get_attribute("data-state")
+        samples.append(reply.locator(".body").inner_text())
+        if state == "done":
+            break
+        time.sleep(0.03)
+    assert reply.get_attribute("data-state") == "done"
+    growing = [s for s in dict.fromkeys(samples) if s.strip()]
+    # Seen at several lengths before the end, each a prefix of the next.
+    assert len(growing) >= 4, growing
+    assert all(b.startswith(a.strip()) for a, b in itertools.pairwise(growing))
+    assert growing[-1].strip() == "".join(words).strip()
+    assert "finish: stop" in reply.locator(".meta").inner_text()
+    assert "7 in / 5 out tokens" in reply.locator(".meta").inner_text()
+    page.locator("#conversations li").first.wait_for()
+    assert page.locator("#conversations li").first.inner_text() == "Tell me something"
+
+
+def test_model_output_cannot_inject_markup(
+    page: Page, dialogs: list[str], server: Running, provider: ReplayServer
+) -> None:
+    evil = [
+        "**bold** and <img src=x onerror=alert(1)> ",
+        "<script>alert(2)</script> ",
+        "[click](javascript:alert(3)) ",
+        "[ok](https://example.org/x) ",
+        "`<b>code</b>`",
+    ]
+    provider.add(text_stream(evil, delay=0.01))
+    page.goto(server.url + "/")
+    send(page, "be evil")
+    reply = page.locator('.message.assistant[data-state="done"]')
+    reply.wait_for(timeout=10000)
+    body = reply.locator(".body")
+    assert body.locator("img, script, b").count() == 0
+    assert body.locator("strong").inner_text() == "bold"
+    text = body.inner_text()
+    assert "<img src=x onerror=alert(1)>" in text and "<script>alert(2)</script>" in text
+    links = body.locator("a")
+    assert links.count() == 1
+    assert links.first.get_attribute("href") == "https://example.org/x"
+    assert "noopener" in links.first.get_attribute("rel")
+    assert body.locator("code").inner_text() == "<b>code</b>"
+    assert dialogs == []
+
+
+def test_page_asks_for_the_token(page: Page, make_server: ServerFactory, provider: ReplayServer) -> None:
+    server = make_server(token="page-token-123")
+    provider.add(text_stream(["hello"]))
+    page.goto(server.url + "/")
+    page.locator("#token-dialog[open]").wait_for()
+    page.fill("#token", "page-token-123")
+    page.press("#token", "Enter")
+    send(page, "hi")
+    reply = page.locator('.message.assistant[data-state="done"]')
+    reply.wait_for(timeout=10000)
+    assert reply.locator(".body").inner_text().strip() == "hello"
