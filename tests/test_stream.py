@@ -361,3 +361,36 @@ def test_split_at_every_byte_boundary_gives_the_same_events(replay_server: Repla
             events = [repr(e) for e in s]
         expected = expected or events
         assert events == expected
+
+
+async def test_litellm_success_callbacks_still_fire(replay_server: ReplayServer) -> None:
+    # cllm stops reading once LiteLLM has handed over everything, unless something registered with
+    # LiteLLM needs its end-of-stream work: a user's callbacks must still get the finished stream.
+    from cllm import _provider
+
+    litellm = _provider.litellm()
+    from litellm.integrations.custom_logger import CustomLogger
+
+    logged: list[Any] = []
+
+    class Recorder(CustomLogger):  # type: ignore[misc]
+        async def async_log_success_event(
+            self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
+        ) -> None:
+            logged.append(response_obj)
+
+    recorder = Recorder()
+    litellm.callbacks.append(recorder)
+    try:
+        replay_server.add(stream_response(text_pieces(["Hel", "lo"])))
+        async with cllm.astream(MODEL, "hi", **opts(replay_server)) as s:
+            response = await s.until_done()
+        assert response.text == "Hello" and response.usage == cllm.Usage(9, 4, 13)
+        deadline = time.monotonic() + 5
+        while not logged and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        litellm.callbacks.remove(recorder)
+    assert len(logged) == 1
+    assert logged[0].choices[0].message.content == "Hello"
+    assert logged[0].usage.total_tokens == 13

@@ -28,6 +28,7 @@ __all__ = [
     "prepare",
     "provider_error",
     "reported_usage",
+    "stream_delivered",
     "to_chunk",
 ]
 
@@ -205,6 +206,33 @@ def to_chunk(chunk: Any, upstream: Any) -> Chunk:
     return out
 
 
+def _end_of_stream_consumers(wrapper: Any) -> bool:
+    """Whether anything uses what LiteLLM does once a stream has ended: success callbacks (global or
+    per call), a response cache, or the budget it tracks."""
+    lib = _litellm
+    if lib is None:
+        return True
+    if lib.callbacks or lib.success_callback or lib._async_success_callback:
+        return True
+    if lib.cache is not None or getattr(lib, "max_budget", None):
+        return True
+    logging_obj = getattr(wrapper, "logging_obj", None)
+    return bool(
+        getattr(logging_obj, "dynamic_success_callbacks", None)
+        or getattr(logging_obj, "dynamic_async_success_callbacks", None)
+    )
+
+
+def stream_delivered(wrapper: Any) -> bool:
+    """Whether LiteLLM has handed over everything a stream holds, with nothing left for cllm.
+
+    After its trailing usage chunk, a LiteLLM stream only assembles the whole response again and
+    runs its success logging (cost, callbacks, cache). When none of that has a consumer, reading
+    on costs CPU for nothing; when something does, the stream is read to its end as usual.
+    """
+    return getattr(wrapper, "sent_stream_usage", False) is True and not _end_of_stream_consumers(wrapper)
+
+
 def _usage_from(obj: Any) -> Usage | None:
     if obj is None:
         return None
@@ -235,11 +263,13 @@ def reported_usage(upstream: Any) -> Usage | None:
     provider sent none; the chunks it kept tell what the provider really sent.
     """
     chunks = getattr(upstream, "chunks", None) or []
-    if not any(getattr(c, "usage", None) is not None for c in chunks):
+    # Only chunks with usage count in the total; the others are not read twice.
+    reported = [c for c in chunks if getattr(c, "usage", None) is not None]
+    if not reported:
         return None
     from litellm.litellm_core_utils.streaming_handler import calculate_total_usage
 
-    return _usage_from(calculate_total_usage(chunks=chunks))
+    return _usage_from(calculate_total_usage(chunks=reported))
 
 
 def non_stream_chunk(response: Any) -> Chunk:

@@ -86,6 +86,8 @@ class Upstream:
         now = time.perf_counter()
         self._last_chunk = now
         chunk = _provider.to_chunk(raw, self._wrapper)
+        if _provider.stream_delivered(self._wrapper):
+            self._exhaust()
         if chunk.finish_reason:
             self._finished = True
         if not self._output and _has_output(chunk):
