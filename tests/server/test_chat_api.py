@@ -185,6 +185,13 @@ def test_provider_error_before_output(server: Running, provider: ReplayServer) -
     assert [kind for _, kind, _ in events] == ["stream", "error"]
     assert events[-1][2]["status_code"] == 401
     assert PROVIDER_KEY not in events[-1][2]["message"]
+    # The conversation the request started is listed by its prompt and can be carried on.
+    with store_of(server) as store:
+        conversation = store.get_conversation(events[0][2]["conversation_id"])
+        assert conversation is not None and conversation.title == "go"
+    provider.add(text_stream(["Going."]))
+    again = chat(server, {"content": "go", "conversation_id": events[0][2]["conversation_id"]})
+    assert again[-1][1] == "finish"
 
 
 def test_bad_requests(server: Running) -> None:

@@ -200,6 +200,8 @@ def test_conversation_gets_title_model_and_system_from_its_turns(store: Conversa
     assert (again.title, again.model, again.system) == ("First question", "m2", "Be terse.")
     assert again.created == conv.created and again.updated > conv.updated
     assert store.history(conv.id)[0] == {"role": "system", "content": "Be terse."}
+    long = store.create_conversation(title="  A first line\nand a second " + "x" * 500)
+    assert long.title == "A first line"
     titled = store.create_conversation(title="Mine")
     store.log_response(titled.id, Response(text="a"), model="m", messages_in=[user("x")], prompt="Other")
     assert store.get_conversation(titled.id).title == "Mine"  # type: ignore[union-attr]

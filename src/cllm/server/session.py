@@ -248,7 +248,11 @@ class ChatService:
             raise RequestError(400, "no model given and no default model configured", param="model")
         if not conversation_id:
             created = await run_in_threadpool(
-                self.store.create_conversation, model=model, system=request.system
+                # Titled now, so a conversation whose first reply failed is still listed by its prompt.
+                self.store.create_conversation,
+                model=model,
+                system=request.system,
+                title=request.prompt,
             )
             conversation_id = created.id
         return ChatTurn(self, request, model, conversation_id, history)

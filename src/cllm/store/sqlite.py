@@ -205,7 +205,9 @@ class ConversationStore:
     def create_conversation(
         self, *, model: str | None = None, system: str | None = None, title: str | None = None
     ) -> Conversation:
-        """Start a new, empty conversation."""
+        """Start a new, empty conversation. A ``title`` is shortened to its first line, as one
+        made from the first prompt is."""
+        title = records.title_from_prompt(title)
         with self._writing("create a conversation") as conn:
             now = self._next_updated(conn)
             conv = Conversation(
