@@ -124,7 +124,9 @@ def describe_error(e: BaseException, model: str, options: dict[str, Any] | None 
             base = options.get("api_base") or os.environ.get("OPENAI_BASE_URL")
             where = f" at {base}" if base else ""
             return f"cannot reach the provider of {model}{where}: {message}"
-        status = f" ({e.status_code})" if e.status_code else ""
+        # An HTTP status helps with a remote provider; the in-process local model has none to show.
+        remote = e.provider != "local" and not model.startswith("local/")
+        status = f" ({e.status_code})" if e.status_code and remote else ""
         return f"{model}{status}: {message}"
     if isinstance(e, CllmError):
         return _first_line(str(e))
