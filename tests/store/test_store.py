@@ -342,15 +342,20 @@ def test_migrations_are_recorded_and_applied_once(db: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def assert_refused_untouched(path: Path, match: str) -> None:
+    """Opening `path` fails with a `StoreError` matching `match`, and the file is left as it was."""
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=match):
+        ConversationStore(path)
+    assert path.read_bytes() == before
+
+
 def test_a_database_from_a_newer_cllm_is_refused_untouched(db: Path) -> None:
     ConversationStore(db).close()
     with sqlite3.connect(db) as conn:
         conn.execute("INSERT INTO _migrations (name, applied) VALUES ('m999_future', 'x')")
     conn.close()
-    before = db.read_bytes()
-    with pytest.raises(StoreError, match=r"cllm\.db was written by a newer version of cllm.*m999_future"):
-        ConversationStore(db)
-    assert db.read_bytes() == before
+    assert_refused_untouched(db, r"cllm\.db was written by a newer version of cllm.*m999_future")
 
 
 def test_a_failing_migration_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -390,11 +395,8 @@ def test_an_unwritable_location_is_a_clear_error() -> None:
 
 def test_a_corrupt_file_is_a_clear_error_and_left_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / "cllm.db"
-    garbage = os.urandom(8192)
-    path.write_bytes(garbage)
-    with pytest.raises(StoreError, match=r"cllm\.db.*corrupt or not a cllm database"):
-        ConversationStore(path)
-    assert path.read_bytes() == garbage
+    path.write_bytes(os.urandom(8192))
+    assert_refused_untouched(path, r"cllm\.db.*corrupt or not a cllm database")
 
 
 def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
@@ -403,10 +405,7 @@ def test_another_programs_sqlite_database_is_refused_untouched(tmp_path: Path) -
         conn.execute("CREATE TABLE conversations (x)")
         conn.execute("INSERT INTO conversations VALUES ('theirs')")
     conn.close()
-    before = path.read_bytes()
-    with pytest.raises(StoreError, match=r"other\.db is a SQLite database but not cllm's"):
-        ConversationStore(path)
-    assert path.read_bytes() == before
+    assert_refused_untouched(path, r"other\.db is a SQLite database but not cllm's")
 
 
 def test_a_full_disk_is_a_clear_error_and_loses_nothing(store: ConversationStore) -> None:

@@ -14,7 +14,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["ALPHABET", "id_time", "new_id", "utc_after", "utc_now"]
+__all__ = ["ALPHABET", "new_id", "utc_after", "utc_now"]
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _RANDOM_BITS = 80
@@ -47,14 +47,6 @@ def new_id(now_ms: int | None = None) -> str:
             random = secrets.randbits(_RANDOM_BITS - 1)
         _last_ms, _last_random = ms, random
     return _encode(ms, 10) + _encode(random, 16)
-
-
-def id_time(id_: str) -> datetime:
-    """When an id was made (to the millisecond)."""
-    ms = 0
-    for ch in id_[:10].upper():
-        ms = ms * 32 + ALPHABET.index(ch)
-    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def utc_now() -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from cllm.core.response import Response
+from cllm.core.response import Response, ToolCall
 from cllm.errors import CllmError
 
 __all__ = [
@@ -94,35 +94,17 @@ class LoggedResponse:
 
 
 def _assistant_message(text: str, tool_calls: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    msg: dict[str, Any] = {"role": "assistant", "content": text or None}
-    if tool_calls:
-        msg["tool_calls"] = [
-            {
-                "id": call["id"],
-                "type": "function",
-                "function": {"name": call["name"], "arguments": call["arguments_json"]},
-            }
-            for call in tool_calls
-        ]
-    elif msg["content"] is None:
-        msg["content"] = ""
-    return msg
+    # Made by `Response.message` itself so that a logged turn is replayed as it was first sent.
+    calls = [ToolCall(c["id"], c["name"], c.get("arguments"), c["arguments_json"]) for c in tool_calls]
+    return Response(text=text, tool_calls=calls).message()
 
 
-def tool_call_dicts(response: Response) -> list[dict[str, Any]]:
-    """A response's tool calls as stored: id, name, arguments, arguments_json (and error when set)."""
-    calls = []
-    for call in response.tool_calls:
-        d: dict[str, Any] = {
-            "id": call.id,
-            "name": call.name,
-            "arguments": call.arguments,
-            "arguments_json": call.arguments_json,
-        }
-        if call.error is not None:
-            d["error"] = call.error
-        calls.append(d)
-    return calls
+def tool_call_dict(call: ToolCall) -> dict[str, Any]:
+    """A tool call as stored: id, name, arguments, arguments_json (and error when set)."""
+    stored = asdict(call)
+    if stored["error"] is None:
+        del stored["error"]
+    return stored
 
 
 def history_messages(system: str | None, turns: Iterable[LoggedResponse]) -> list[dict[str, Any]]:
@@ -242,7 +224,7 @@ def response_values(
         "text": response.text,
         "reasoning": response.reasoning,
         "refusal": response.refusal,
-        "tool_calls": to_json(tool_call_dicts(response)),
+        "tool_calls": to_json([tool_call_dict(call) for call in response.tool_calls]),
         "finish_reason": response.finish_reason.value if response.finish_reason else None,
         "raw_finish_reason": response.raw_finish_reason,
         "usage": to_json(usage) if usage is not None else None,
@@ -255,40 +237,19 @@ def response_values(
     }
 
 
+_JSON_COLUMNS = ("messages_in", "tool_calls", "usage", "options")
+
+
 def logged_response(row: Mapping[str, Any]) -> LoggedResponse:
     """A `LoggedResponse` from a `responses` row."""
-    return LoggedResponse(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        model=row["model"],
-        prompt=row["prompt"],
-        system=row["system"],
-        messages_in=json.loads(row["messages_in"]),
-        text=row["text"],
-        reasoning=row["reasoning"],
-        tool_calls=json.loads(row["tool_calls"]),
-        finish_reason=row["finish_reason"],
-        usage=json.loads(row["usage"]) if row["usage"] is not None else None,
-        cost=row["cost"],
-        interrupted=bool(row["interrupted"]),
-        error=row["error"],
-        options=json.loads(row["options"]),
-        ttft=row["ttft"],
-        duration=row["duration"],
-        created=row["created"],
-        raw_finish_reason=row["raw_finish_reason"],
-        refusal=row["refusal"],
-        response_model=row["response_model"],
-    )
+    values = {f.name: row[f.name] for f in fields(LoggedResponse)}
+    for name in _JSON_COLUMNS:
+        if values[name] is not None:
+            values[name] = json.loads(values[name])
+    values["interrupted"] = bool(values["interrupted"])
+    return LoggedResponse(**values)
 
 
 def conversation(row: Mapping[str, Any]) -> Conversation:
     """A `Conversation` from a `conversations` row."""
-    return Conversation(
-        id=row["id"],
-        title=row["title"],
-        model=row["model"],
-        system=row["system"],
-        created=row["created"],
-        updated=row["updated"],
-    )
+    return Conversation(**{f.name: row[f.name] for f in fields(Conversation)})

@@ -121,28 +121,16 @@ class ConversationStore:
         return self._conn
 
     @contextmanager
-    def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
-        """The connection, inside one read transaction so multi-query reads see one snapshot."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    if conn.in_transaction:
-                        conn.execute("COMMIT")
-            except sqlite3.Error as e:
-                self._rollback(conn)
-                raise StoreError(f"cannot {action} in {self.path}: {_explain(e)}") from e
+    def _transaction(self, action: str, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """The connection inside one transaction, committed at the end or rolled back on error.
 
-    @contextmanager
-    def _writing(self, action: str) -> Iterator[sqlite3.Connection]:
-        """The connection inside a write transaction, committed at the end or rolled back on error."""
+        Reads take one too, so that a read of several queries sees one snapshot. A write begins
+        ``IMMEDIATE``: it waits for the write lock up front rather than failing halfway through.
+        """
         with self._lock:
             conn = self._connection()
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
                     yield conn
                 except BaseException:
@@ -208,7 +196,7 @@ class ConversationStore:
         """Start a new, empty conversation. A ``title`` is shortened to its first line, as one
         made from the first prompt is."""
         title = records.title_from_prompt(title)
-        with self._writing("create a conversation") as conn:
+        with self._transaction("create a conversation", write=True) as conn:
             now = self._next_updated(conn)
             conv = Conversation(
                 id=new_id(), title=title, model=model, system=system, created=now, updated=now
@@ -222,7 +210,7 @@ class ConversationStore:
 
     def get_conversation(self, conversation_id: str) -> Conversation | None:
         """The conversation with this id, or None."""
-        with self._reading("read a conversation") as conn:
+        with self._transaction("read a conversation") as conn:
             return self._get_conversation(conn, conversation_id)
 
     def latest_conversation(self) -> Conversation | None:
@@ -232,7 +220,7 @@ class ConversationStore:
 
     def list_conversations(self, limit: int = 50, offset: int = 0) -> list[Conversation]:
         """Conversations, the most recently updated first."""
-        with self._reading("list conversations") as conn:
+        with self._transaction("list conversations") as conn:
             rows = self._rows(
                 conn,
                 "SELECT * FROM conversations ORDER BY updated DESC, id DESC LIMIT ? OFFSET ?",
@@ -242,7 +230,7 @@ class ConversationStore:
 
     def delete_conversation(self, conversation_id: str) -> bool:
         """Delete a conversation and its responses; False when there was no such conversation."""
-        with self._writing("delete a conversation") as conn:
+        with self._transaction("delete a conversation", write=True) as conn:
             cursor = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             return cursor.rowcount > 0
 
@@ -258,7 +246,7 @@ class ConversationStore:
         Raises:
             StoreError: there is no such conversation, or the database cannot be read.
         """
-        with self._reading("read a conversation") as conn:
+        with self._transaction("read a conversation") as conn:
             conv = self._get_conversation(conn, conversation_id)
             if conv is None:
                 raise self._missing(conversation_id)
@@ -294,7 +282,7 @@ class ConversationStore:
         values = records.response_values(
             response, model=model, messages_in=messages_in, prompt=prompt, system=system, options=options
         )
-        with self._writing("log a response") as conn:
+        with self._transaction("log a response", write=True) as conn:
             conv = self._get_conversation(conn, conversation_id)
             if conv is None:
                 raise self._missing(conversation_id)
@@ -313,7 +301,7 @@ class ConversationStore:
 
     def get_response(self, response_id: str) -> LoggedResponse | None:
         """The logged response with this id, or None."""
-        with self._reading("read a response") as conn:
+        with self._transaction("read a response") as conn:
             rows = self._rows(conn, "SELECT * FROM responses WHERE id = ?", (response_id,))
         return records.logged_response(rows[0]) if rows else None
 
@@ -343,6 +331,6 @@ class ConversationStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY rowid DESC LIMIT ?"
         params.append(-1 if limit is None else max(limit, 0))
-        with self._reading("read responses") as conn:
+        with self._transaction("read responses") as conn:
             rows = self._rows(conn, sql, params)
         return [records.logged_response(row) for row in rows]
