@@ -72,3 +72,19 @@ def test_default_model_order(home: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert config.default_model() == "anthropic/claude-sonnet-4-5"
     monkeypatch.setenv("CLLM_MODEL", "openai/gpt-4o")
     assert config.default_model() == "openai/gpt-4o"
+
+
+def test_default_model_source_says_where_the_default_comes_from(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "is_available", lambda: False)
+    assert config.default_model_source() == (None, "")
+    monkeypatch.setattr(local, "is_available", lambda: True)
+    assert config.default_model_source() == ("local/gemma-3-270m", "the local model")
+    config.set_config_value("default_model", "anthropic/claude-sonnet-4-5")
+    assert config.default_model_source() == (
+        "anthropic/claude-sonnet-4-5",
+        f"set in {home / 'config.toml'}",
+    )
+    monkeypatch.setenv("CLLM_MODEL", "openai/gpt-4o")
+    assert config.default_model_source() == ("openai/gpt-4o", "from CLLM_MODEL")

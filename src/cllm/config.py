@@ -19,6 +19,7 @@ __all__ = [
     "config_path",
     "default_db_path",
     "default_model",
+    "default_model_source",
     "load_config",
     "set_config_value",
 ]
@@ -85,14 +86,19 @@ def set_config_value(key: str, value: str | None, path: Path | None = None) -> N
 def default_model() -> str | None:
     """The model to use when none is given: ``$CLLM_MODEL``, then ``default_model`` in the
     config file, then the embedded local model when the ``local`` extra is installed."""
+    return default_model_source()[0]
+
+
+def default_model_source() -> tuple[str | None, str]:
+    """`default_model` and where it comes from, in words (``""`` when there is none)."""
     model = os.environ.get("CLLM_MODEL")
     if model:
-        return model
+        return model, "from CLLM_MODEL"
     configured = load_config().get("default_model")
     if isinstance(configured, str) and configured:
-        return configured
+        return configured, f"set in {config_path()}"
     from cllm import local
 
     if local.is_available():
-        return local.DEFAULT_MODEL
-    return None
+        return local.DEFAULT_MODEL, "the local model"
+    return None, ""

@@ -16,7 +16,7 @@ from conftest import MODEL, Cli, last_user_text, text_stream
 from support.replay_server import RecordedRequest, ScriptedResponse, error_response, json_response
 
 
-def _read_timed(proc: subprocess.Popen[bytes], until: int | None = None) -> list[tuple[float, bytes]]:
+def _read_timed(proc: subprocess.Popen[str], until: int | None = None) -> list[tuple[float, bytes]]:
     """What the process writes to stdout, with the time each read returned (stops after ``until`` reads)."""
     assert proc.stdout is not None
     pieces = []
@@ -31,13 +31,7 @@ def _read_timed(proc: subprocess.Popen[bytes], until: int | None = None) -> list
 def test_piped_output_arrives_as_it_is_streamed(cli: Cli) -> None:
     words = ["alpha ", "beta ", "gamma ", "delta"]
     cli.server.add(text_stream(words, delay=0.2))
-    proc = subprocess.Popen(
-        cli.args("hello"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli.env,
-    )
+    proc = cli.start("hello")
     pieces = _read_timed(proc)
     assert proc.wait(timeout=30) == 0, proc.stderr.read() if proc.stderr else ""
     assert b"".join(data for _, data in pieces) == b"alpha beta gamma delta\n"
@@ -97,18 +91,12 @@ def test_unknown_conversation_id_is_a_clear_error(cli: Cli) -> None:
 def test_sigint_mid_stream_saves_exactly_what_was_printed(cli: Cli) -> None:
     words = [f"word{i} " for i in range(40)]
     cli.server.add(text_stream(words, delay=0.1))
-    proc = subprocess.Popen(
-        cli.args("count"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli.env,
-    )
+    proc = cli.start("count")
     printed = _read_timed(proc, until=4)
     proc.send_signal(signal.SIGINT)
     rest = _read_timed(proc)
     assert proc.wait(timeout=10) == 130
-    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    stderr = proc.stderr.read() if proc.stderr else ""
     assert "interrupted" in stderr and "Traceback" not in stderr
     stdout = b"".join(data for _, data in printed + rest).decode()
     exchange = cli.server.wait_client_closed(0, timeout=2)
@@ -122,17 +110,11 @@ def test_sigint_mid_stream_saves_exactly_what_was_printed(cli: Cli) -> None:
 def test_sigint_before_the_first_token(cli: Cli) -> None:
     cli.server.add(text_stream(["late"], first_delay=10))
     # The provider's address from OPENAI_BASE_URL this time.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cllm.cli", "-m", MODEL, "wait"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=cli.env | {"OPENAI_BASE_URL": cli.api_base},
-    )
+    proc = cli.start("-m", MODEL, "wait", env=cli.env | {"OPENAI_BASE_URL": cli.api_base})
     cli.server.wait_exchange(0, timeout=20)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 130
-    assert proc.stdout is not None and proc.stdout.read() == b""
+    assert proc.stdout is not None and proc.stdout.read() == ""
     cli.server.wait_client_closed(0, timeout=2)
     [row] = cli.logs()
     assert row["interrupted"] is True and row["text"] == ""
@@ -141,12 +123,14 @@ def test_sigint_before_the_first_token(cli: Cli) -> None:
 def test_json_with_usage(cli: Cli) -> None:
     # CLLM_MODEL picks the model when -m is absent; gpt-4o's price is in LiteLLM's table.
     cli.server.add(text_stream(["Hello", " there"], reasoning=["Think", "ing hard."]))
-    result = subprocess.run(
-        [sys.executable, "-m", "cllm.cli", "hi", "--json", "-u", "-o", "api_base", cli.api_base],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=30,
+    result = cli.run(
+        "hi",
+        "--json",
+        "-u",
+        "-o",
+        "api_base",
+        cli.api_base,
+        model=False,
         env=cli.env | {"CLLM_MODEL": "openai/gpt-4o"},
     )
     assert result.returncode == 0, result.stderr

@@ -421,8 +421,7 @@ class CallView:
         if event.name and not progress.name:
             progress.name = event.name
         if isinstance(event, ToolCallDelta):
-            progress.size += len(event.arguments_delta.encode())
-            progress.text += event.arguments_delta
+            progress.add(event.arguments_delta)
             now = time.monotonic()
             if status.tty and now - progress.shown >= 0.05:
                 progress.shown = now
@@ -439,11 +438,19 @@ class CallView:
 
 
 class _ToolProgress:
+    # Only the end of the arguments is ever shown: keeping just that makes each delta cost the
+    # same however long the arguments grow.
+    KEEP = 4096
+
     def __init__(self, name: str | None) -> None:
         self.name = name
         self.size = 0
         self.text = ""
         self.shown = 0.0
+
+    def add(self, delta: str) -> None:
+        self.size += len(delta.encode())
+        self.text = (self.text + delta)[-self.KEEP :]
 
     def line(self) -> str:
         tail = " ".join(self.text.split())

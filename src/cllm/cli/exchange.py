@@ -53,7 +53,6 @@ class Outcome:
     interrupted: bool = False
     error: BaseException | None = None
     stopped: bool = False  # the chain limit was reached
-    output_closed: bool = False  # stdout's reader went away
 
     @property
     def final(self) -> Response | None:
@@ -220,9 +219,7 @@ def run_exchange(
                     options=settings.options,
                 )
         if interrupted:
-            if isinstance(error, OutputClosed):
-                outcome.output_closed = True
-            else:
+            if not isinstance(error, OutputClosed):  # a closed stdout is no interruption to report
                 outcome.interrupted = True
                 ui.note(
                     "cllm: interrupted (the partial answer was saved)" if log.store else "cllm: interrupted"

@@ -30,17 +30,6 @@ def chat_models(model_cost: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     return {provider: sorted(names) for provider, names in sorted(grouped.items())}
 
 
-def _default_source() -> tuple[str | None, str]:
-    if os.environ.get("CLLM_MODEL"):
-        return os.environ["CLLM_MODEL"], "from CLLM_MODEL"
-    configured = config.load_config().get("default_model")
-    if isinstance(configured, str) and configured:
-        return configured, f"set in {config.config_path()}"
-    if local.is_available():
-        return local.DEFAULT_MODEL, "the local model"
-    return None, ""
-
-
 def _default(args: argparse.Namespace) -> int:
     try:
         if args.unset:
@@ -55,7 +44,7 @@ def _default(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             return 0
-        model, source = _default_source()
+        model, source = config.default_model_source()
     except config.ConfigError as e:
         raise CliError(str(e)) from e
     if model is None:
@@ -75,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     lib = _provider.litellm()
     query = (args.query or "").lower()
     try:
-        default, _ = _default_source()
+        default = config.default_model()
     except config.ConfigError:
         default = None
     lines: list[str] = []
