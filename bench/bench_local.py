@@ -1,6 +1,6 @@
 """Tokens per second of the embedded local model: cllm against llama-cpp-python called directly.
 
-Run: python bench/bench_local.py [--max-tokens 128] [--rounds 5]
+Run: python bench/bench_local.py [--max-tokens 128] [--rounds 6]
 
 Both sides use the same loaded Llama object, the same prompt tokens, the same settings
 (temperature 0, same stop strings, same seed) and generate exactly --max-tokens tokens:

@@ -385,3 +385,27 @@ def test_a_tool_schema_the_grammar_cannot_express_still_gets_a_json_object(model
     assert reply.tool_name == "lookup"
     assert reply.finish_reason == "tool_calls"
     assert json.loads(reply.arguments) == {"code": "ABC"}
+
+
+def test_auto_tool_choice_predicts_the_reply_the_model_would_give(model: LoadedModel) -> None:
+    from cllm.local._generate import Generation
+
+    # Whether a reply is a call is decided by peeking at its first tokens; with the same seed and
+    # sampler settings the peek must see exactly what the unconstrained reply then generates.
+    settings = {"temperature": 1.5, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "presence_penalty": 0.5}
+    seen: set[bool] = set()
+    assert model.lock.acquire()
+    try:
+        for seed in range(16):
+            generation = Generation(
+                model,
+                _weather_history("Paris")[4:],
+                {"tools": [WEATHER], **settings, "seed": seed, "max_tokens": 6},
+            )
+            opens_call = generation._opens_call()
+            reply = "".join(text for text, _ in generation._complete(None, []))
+            assert opens_call == reply.lstrip().startswith("{"), f"seed {seed}: {reply!r}"
+            seen.add(opens_call)
+    finally:
+        model.lock.release()
+    assert seen == {True, False}  # both outcomes occur, so the check means something

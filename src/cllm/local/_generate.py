@@ -169,23 +169,17 @@ class Generation:
 
     def _complete(self, grammar: Any, stop: list[str]) -> Iterator[tuple[str, str | None]]:
         llama_cpp = import_llama()
-        s = self.sampling
         self.completion_tokens = 0
         stream = self.model.llm.create_completion(
             self.prompt_tokens,
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty,
-            repeat_penalty=s.repeat_penalty,
+            max_tokens=self.sampling.max_tokens,
+            temperature=self.sampling.temperature,
             seed=self.seed,
             stop=stop,
             grammar=grammar,
             stream=True,
             stopping_criteria=llama_cpp.StoppingCriteriaList([self._after_token]),
+            **self._sampler(),
         )
         try:
             for chunk in stream:
@@ -208,18 +202,9 @@ class Generation:
         Sampling is seeded, so the reply generated next starts with the same tokens.
         """
         llama_cpp = import_llama()
-        llm, s = self.model.llm, self.sampling
+        llm = self.model.llm
         llm.set_seed(self.seed)
-        tokens = llm.generate(
-            self.prompt_tokens,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            min_p=s.min_p,
-            temp=s.temperature,
-            repeat_penalty=s.repeat_penalty,
-            frequency_penalty=s.frequency_penalty,
-            presence_penalty=s.presence_penalty,
-        )
+        tokens = llm.generate(self.prompt_tokens, temp=self.sampling.temperature, **self._sampler())
         text = b""
         try:
             for count, token in enumerate(tokens, 1):
@@ -231,6 +216,19 @@ class Generation:
         finally:
             tokens.close()
         return text.lstrip().startswith(b"{")
+
+    def _sampler(self) -> dict[str, Any]:
+        # The settings both llama.cpp calls take (temperature aside: they spell it differently), from
+        # one place, since `_opens_call` predicts the reply only if it samples exactly as `_complete`.
+        s = self.sampling
+        return {
+            "top_k": s.top_k,
+            "top_p": s.top_p,
+            "min_p": s.min_p,
+            "repeat_penalty": s.repeat_penalty,
+            "frequency_penalty": s.frequency_penalty,
+            "presence_penalty": s.presence_penalty,
+        }
 
     def _last(self, finish: str) -> Chunk:
         prompt, completion = len(self.prompt_tokens), self.completion_tokens
