@@ -1,7 +1,7 @@
 """Benchmark: many concurrent SSE streams through `cllm serve`, side by side with LiteLLM's proxy.
 
 Three targets, each a separate process on loopback, one worker each, in front of the same local
-provider (bench_server_provider.py): the provider itself (the anchor: what the client and the
+provider (provider_server.py): the provider itself (the anchor: what the client and the
 provider cost), `cllm serve`, and LiteLLM's own proxy (`litellm[proxy]`, same LiteLLM version, in
 its own virtualenv, master key set; cllm runs with --token). The load generator
 (bench_server_load.py) is another process; every stream goes through /v1/chat/completions.
@@ -146,7 +146,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="cllm-bench-"))
     try:
         provider = subprocess.Popen(
-            [PYTHON, str(HERE / "bench_server_provider.py")],
+            [PYTHON, str(HERE / "provider_server.py"), "--uvloop"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

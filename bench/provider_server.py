@@ -1,6 +1,6 @@
 """A local OpenAI-compatible provider for the benchmarks (aiohttp, 127.0.0.1 only).
 
-Run: python bench/provider_server.py  -> prints "PORT <n>" and serves until stdin closes.
+Run: python bench/provider_server.py [--uvloop]  -> prints "PORT <n>" and serves until stdin closes.
 
 The model name picks the stream (so one server serves every scenario):
   text-<N>         N one-word text chunks, all at once (a buffered burst)
@@ -9,12 +9,17 @@ The model name picks the stream (so one server serves every scenario):
                    then the closing fragment with the finish chunk; GET /last tells when that
                    was written (time.time())
   slow             text chunks every 2 ms for up to 20 s; GET /last tells when the client went away
+  paced-<N>-<ms>   N text chunks <ms> apart (after a random phase within the first interval)
+  burst-<N>        N text chunks at once
+In paced and burst streams each chunk's text is ``t=<time.time()>;``, stamped as it is written, so a
+client can tell how long the chunk took to reach it (bench_server.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import sys
 import time
 
@@ -49,6 +54,10 @@ USAGE = sse(
         "usage": {"prompt_tokens": 10, "completion_tokens": 5000, "total_tokens": 5010},
     }
 )
+
+
+def stamped() -> bytes:
+    return chunk({"content": f"t={time.time():.6f};"})
 
 
 def tool_fragments(n: int) -> list[bytes]:
@@ -94,8 +103,27 @@ async def completions(request: web.Request) -> web.StreamResponse:
             return resp
         await resp.write(chunk({}, "stop") + b"data: [DONE]\n\n")
         return resp
+    if kind == "paced":
+        n, interval_ms = (int(x) for x in count.split("-"))
+        await resp.write(chunk({"role": "assistant", "content": ""}))
+        # Streams start in step (the load starts them together): a random phase spreads their
+        # chunks over the interval, as independent streams would be.
+        try:
+            await asyncio.sleep(random.uniform(0, interval_ms / 1000))
+            for _ in range(n):
+                await asyncio.sleep(interval_ms / 1000)
+                await resp.write(stamped())
+            await resp.write(chunk({}, "stop") + USAGE + b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
     n = int(count)
-    if kind == "text":
+    if kind == "burst":
+        head = chunk({"role": "assistant", "content": ""})
+        await resp.write(head + b"".join(stamped() for _ in range(n)))
+        await resp.write(chunk({}, "stop") + USAGE + b"data: [DONE]\n\n")
+    elif kind == "text":
         head = [chunk({"role": "assistant", "content": ""})]
         body_parts = head + [chunk({"content": f"w{i} "}) for i in range(n)]
         await resp.write(b"".join(body_parts) + chunk({}, "stop") + USAGE + b"data: [DONE]\n\n")
@@ -121,7 +149,7 @@ async def main() -> None:
     app.router.add_get("/last", last)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     print(f"PORT {port}", flush=True)
@@ -130,4 +158,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    if "--uvloop" in sys.argv[1:]:
+        # bench_server.py: hundreds of concurrent streams; the provider should stay a small part of the cost.
+        import uvloop
+
+        uvloop.install()
     asyncio.run(main())

@@ -73,7 +73,7 @@ class ChatRoutes:
             self.limiter.release(client)
             return _store_error(e)
         stream = self.registry.start(
-            turn.conversation_id, client, turn.run, on_done=lambda: self.limiter.release(client)
+            turn.conversation_id, turn.run, on_done=lambda: self.limiter.release(client)
         )
         return self._read(stream, 0)
 
@@ -100,11 +100,7 @@ class ChatRoutes:
         async def body(send: Send) -> None:
             registry.attach(stream)
             try:
-                headers = [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"x-cllm-stream-id", stream.id.encode()),
-                ]
-                headers += [(k.encode(), v.encode()) for k, v in SSE_HEADERS.items()]
+                headers = [*SSE_HEADERS, (b"x-cllm-stream-id", stream.id.encode())]
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": stream.head(), "more_body": True})
                 async for piece in stream.read(after):

@@ -48,9 +48,6 @@ class ClientLimiter:
         if self._running[client] <= 0:
             del self._running[client]
 
-    def running(self, client: str) -> int:
-        return self._running[client]
-
 
 def _token_from(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):

@@ -26,9 +26,9 @@ from cllm.server.responses import (
     error_response,
     request_error_response,
 )
-from cllm.server.session import filter_options
+from cllm.server.session import check_messages, filter_options
 from cllm.server.settings import ModelTable, RequestError, Scrubber
-from cllm.server.wire import ChunkEncoder, openai_completion
+from cllm.server.wire import ChunkEncoder, error_message, openai_completion
 
 __all__ = ["OpenAIRoutes"]
 
@@ -69,12 +69,7 @@ def parse_completion_request(
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RequestError(400, "'model' must be a string", param="model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise RequestError(400, "'messages' must be a non-empty list", param="messages")
-    for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise RequestError(400, "each message must be an object with a 'role'", param="messages")
+    messages = check_messages(body.get("messages"))
     if body.get("n", 1) not in (1, None):
         raise RequestError(400, "only n=1 is supported", param="n")
     stream = bool(body.get("stream", False))
@@ -98,11 +93,8 @@ class OpenAIRoutes:
         return JSONResponse({"object": "list", "data": data})
 
     def _error(self, exc: BaseException) -> Response:
-        message = exc.message if isinstance(exc, CllmError) and hasattr(exc, "message") else str(exc)
-        if not isinstance(exc, CllmError | ValueError):
-            message = f"internal error: {type(exc).__name__}"
         code = getattr(exc, "kind", None)
-        return error_response(error_status(exc), self.scrub(message), code=code)
+        return error_response(error_status(exc), self.scrub(error_message(exc)), code=code)
 
     async def chat_completions(self, request: Request) -> Response:
         try:
@@ -165,9 +157,7 @@ class OpenAIRoutes:
                     # Nothing sent yet: the client gets a proper status.
                     await self._error(e)(_scope_less, _no_receive, send)
                     return
-                headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
-                headers += [(k.encode(), v.encode()) for k, v in SSE_HEADERS.items()]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
                 writer = BatchingWriter(send)
                 try:
                     writer.write(encoder.first().decode())
@@ -183,9 +173,7 @@ class OpenAIRoutes:
                             if text:
                                 writer.write(text)
                     except CllmError as e:
-                        writer.write(
-                            encoder.error(error_status(e), self.scrub(getattr(e, "message", str(e)))).decode()
-                        )
+                        writer.write(encoder.error(error_status(e), self.scrub(error_message(e))).decode())
                     await writer.aclose()
                 finally:
                     writer.cancel()

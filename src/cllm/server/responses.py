@@ -23,11 +23,13 @@ __all__ = [
     "request_error_response",
 ]
 
-SSE_HEADERS = {
-    "cache-control": "no-cache",
+SSE_HEADERS = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
     # Tells nginx-style proxies not to buffer the stream.
-    "x-accel-buffering": "no",
-}
+    (b"x-accel-buffering", b"no"),
+)
+"""The headers of every SSE response (raw ASGI headers; a tuple, so no one can change them for all)."""
 
 
 def error_response(

@@ -22,7 +22,7 @@ from cllm.server.streams import Emit
 from cllm.server.wire import error_data, event_data, scrubbed_response
 from cllm.store import ConversationStore, StoreError
 
-__all__ = ["ChatRequest", "ChatService", "ChatTurn", "filter_options", "parse_chat_request"]
+__all__ = ["ChatRequest", "ChatService", "ChatTurn", "check_messages", "filter_options", "parse_chat_request"]
 
 logger = logging.getLogger("cllm.server")
 
@@ -59,12 +59,13 @@ def filter_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in CLIENT_OPTIONS and v is not None}
 
 
-def _check_messages(messages: Any, param: str = "messages") -> list[dict[str, Any]]:
+def check_messages(messages: Any) -> list[dict[str, Any]]:
+    """``messages`` if it is a non-empty list of objects with a ``role``, else `RequestError` (400)."""
     if not isinstance(messages, list) or not messages:
-        raise RequestError(400, f"'{param}' must be a non-empty list of messages", param=param)
+        raise RequestError(400, "'messages' must be a non-empty list", param="messages")
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise RequestError(400, f"each of '{param}' must be an object with a 'role'", param=param)
+            raise RequestError(400, "each message must be an object with a 'role'", param="messages")
     return messages
 
 
@@ -97,7 +98,7 @@ def parse_chat_request(body: Any) -> ChatRequest:
             raise RequestError(400, "'content' must be a non-empty string", param="content")
         messages_in = [{"role": "user", "content": content}]
     else:
-        messages_in = _check_messages(messages)
+        messages_in = check_messages(messages)
     conversation_id = body.get("conversation_id")
     if conversation_id is not None and not isinstance(conversation_id, str):
         raise RequestError(400, "'conversation_id' must be a string", param="conversation_id")
@@ -242,10 +243,7 @@ class ChatService:
         else:
             history = [{"role": "system", "content": request.system}] if request.system else []
             conversation_id = ""
-        if not model:
-            model = self.models.default or _default_model()
-        if not model:
-            raise RequestError(400, "no model given and no default model configured", param="model")
+        model = self.models.choose(model)
         if not conversation_id:
             created = await run_in_threadpool(
                 # Titled now, so a conversation whose first reply failed is still listed by its prompt.
@@ -256,9 +254,3 @@ class ChatService:
             )
             conversation_id = created.id
         return ChatTurn(self, request, model, conversation_id, history)
-
-
-def _default_model() -> str | None:
-    from cllm.config import default_model
-
-    return default_model()

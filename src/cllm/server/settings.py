@@ -117,8 +117,8 @@ class ModelTable:
             names.append(self.default)
         return names
 
-    def resolve(self, name: str | None) -> tuple[str, dict[str, Any]]:
-        """The LiteLLM model and parameters for a requested model name (None: the default)."""
+    def choose(self, name: str | None) -> str:
+        """``name``, else the config's default model, else cllm's; `RequestError` (400) when none."""
         if not name:
             name = self.default
         if not name:
@@ -129,6 +129,11 @@ class ModelTable:
             raise RequestError(
                 400, "no model given and no default model configured", code="model_required", param="model"
             )
+        return name
+
+    def resolve(self, name: str | None) -> tuple[str, dict[str, Any]]:
+        """The LiteLLM model and parameters for a requested model name (None: the default)."""
+        name = self.choose(name)
         alias = self.aliases.get(name)
         if alias is None:
             return name, {}

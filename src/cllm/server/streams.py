@@ -32,10 +32,9 @@ PING = b": ping\n\n"
 class ResumableStream:
     """One generation's events, kept for its readers."""
 
-    def __init__(self, stream_id: str, conversation_id: str | None, client: str) -> None:
+    def __init__(self, stream_id: str, conversation_id: str | None) -> None:
         self.id = stream_id
         self.conversation_id = conversation_id
-        self.client = client
         self.frames: list[bytes] = []
         self.finished = False
         self.readers = 0
@@ -98,21 +97,17 @@ class StreamRegistry:
         self.ttl = ttl
         self._streams: dict[str, ResumableStream] = {}
 
-    def __len__(self) -> int:
-        return len(self._streams)
-
     def get(self, stream_id: str) -> ResumableStream | None:
         return self._streams.get(stream_id)
 
     def start(
         self,
         conversation_id: str | None,
-        client: str,
         generate: Callable[[Emit], Awaitable[object]],
         on_done: Callable[[], None] | None = None,
     ) -> ResumableStream:
         """Run ``generate(emit)`` in a task of its own; its events go to a new stream's buffer."""
-        stream = ResumableStream(uuid.uuid4().hex, conversation_id, client)
+        stream = ResumableStream(uuid.uuid4().hex, conversation_id)
         self._streams[stream.id] = stream
         stream.task = asyncio.create_task(
             self._run(stream, generate, on_done), name=f"cllm-stream-{stream.id}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from cllm.core.events import (
@@ -26,15 +27,21 @@ from cllm.errors import CllmError, ProviderError, StreamInterrupted
 
 __all__ = [
     "ChunkEncoder",
+    "Scrub",
     "dumps",
     "error_body",
     "error_data",
+    "error_message",
     "event_data",
     "openai_completion",
     "openai_finish_reason",
+    "scrubbed_response",
     "sse_frame",
     "usage_dict",
 ]
+
+Scrub = Callable[[str], str]
+"""Hides secrets in text meant for clients (`cllm.server.settings.Scrubber` is one)."""
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
@@ -102,7 +109,15 @@ def event_data(event: Event) -> dict[str, Any]:
     raise TypeError(f"not a cllm event: {event!r}")
 
 
-def error_data(exc: BaseException, scrub: Any = None) -> dict[str, Any]:
+def error_message(exc: BaseException) -> str:
+    """What a client is told about a failure: cllm's and bad-value messages as they are, nothing
+    of any other exception but its type (it may be a bug, with internals in its message)."""
+    if isinstance(exc, CllmError | ValueError):
+        return str(exc)
+    return f"internal error: {type(exc).__name__}"
+
+
+def error_data(exc: BaseException, scrub: Scrub | None = None) -> dict[str, Any]:
     """The payload of an ``error`` event: message, kind, status and the partial response if any."""
     scrub = scrub or (lambda text: text)
     response: Response | None = None
@@ -110,24 +125,20 @@ def error_data(exc: BaseException, scrub: Any = None) -> dict[str, Any]:
     if isinstance(exc, ProviderError):
         kind = exc.kind or "provider_error"
         status = exc.status_code
-        message = exc.message
     elif isinstance(exc, StreamInterrupted):
         kind = "interrupted" if type(exc) is StreamInterrupted else type(exc).__name__
-        message = exc.message
         response = exc.response
     elif isinstance(exc, CllmError | ValueError):
         kind = type(exc).__name__
-        message = str(exc)
     else:
         kind = "internal_error"
-        message = f"internal error: {type(exc).__name__}"
-    data: dict[str, Any] = {"message": scrub(message), "kind": kind, "status_code": status}
+    data: dict[str, Any] = {"message": scrub(error_message(exc)), "kind": kind, "status_code": status}
     if response is not None:
         data["response"] = scrubbed_response(response, scrub)
     return data
 
 
-def scrubbed_response(response: Response, scrub: Any) -> dict[str, Any]:
+def scrubbed_response(response: Response, scrub: Scrub) -> dict[str, Any]:
     """`Response.to_dict` with its error message scrubbed."""
     data = response.to_dict()
     if data.get("error"):
