@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any
 
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -32,6 +33,8 @@ if not fixtures_dir().is_dir():
 pytestmark = pytest.mark.filterwarnings("ignore:Item .* is using the `ReadOnly` qualifier:UserWarning")
 
 CAPTURES = all_captures()
+# The supported range spans two behaviours of LiteLLM itself (cllm gives one contract over both).
+LITELLM_1_110 = tuple(int(p) for p in version("litellm").split(".")[:2]) >= (1, 110)
 MESSAGES = [{"role": "user", "content": "replay"}]
 
 # (capture, check) -> how LiteLLM gets it wrong. "*" covers every check of LiteLLM's output.
@@ -41,14 +44,15 @@ LITELLM_XFAIL: dict[tuple[str, str], str] = {
         "functionCall{name, willContinue} has no 'args', VertexGeminiConfig._transform_parts raises "
         "KeyError('args') and the stream fails (MidStreamFallbackError) before any tool call"
     ),
-    ("anthropic__server_tool_large_input", "tool_calls"): (
-        "LiteLLM reports Anthropic server_tool_use blocks (text_editor_code_execution, "
-        "bash_code_execution; executed by Anthropic) as ordinary client tool_calls"
-    ),
 }
+if not LITELLM_1_110:
+    LITELLM_XFAIL["anthropic__server_tool_large_input", "tool_calls"] = (
+        "LiteLLM 1.106 reports Anthropic server_tool_use blocks (text_editor_code_execution, "
+        "bash_code_execution; executed by Anthropic) as ordinary client tool_calls"
+    )
 
 # LiteLLM's final finish_reason for each raw provider value in the captures. OpenAI-compatible values
-# pass through unchanged (Ollama's "stop" after a tool call stays "stop").
+# pass through unchanged on 1.106 (Ollama's "stop" after a tool call stays "stop"; 1.110 rewrites it).
 LITELLM_FINISH: dict[str | None, str] = {
     None: "stop",  # the provider sent none: LiteLLM makes up "stop", even after a tool call
     "end_turn": "stop",
@@ -75,6 +79,7 @@ class Replay:
     calls: dict[int, _Call] = field(default_factory=dict)
     finish_reason: str | None = None
     usage: Any = None
+    server_calls: dict[str, _Call] = field(default_factory=dict)
     error: BaseException | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
 
@@ -99,6 +104,11 @@ async def replay(capture: Capture) -> Replay:
                         # OpenRouter/Kimi repeat the name on every delta and LiteLLM passes it on.
                         call.name = call.name or (tool.function.name or "")
                         call.arguments += tool.function.arguments or ""
+                    specific = getattr(delta, "provider_specific_fields", None) or {}
+                    for tool in specific.get("server_tool_calls") or ():  # LiteLLM 1.110: whole calls
+                        result.server_calls[tool["id"]] = _Call(
+                            tool["function"]["name"], tool["function"]["arguments"]
+                        )
                     result.finish_reason = choice.finish_reason or result.finish_reason
         except Exception as exc:
             result.error = exc
@@ -172,7 +182,9 @@ def test_tool_calls(replays: dict[str, Replay], capture: Capture) -> None:
 def test_anthropic_escapes_split_across_fragments_survive(replays: dict[str, Replay]) -> None:
     """6,121 chars of server-tool input in 883 fragments, 42 ending in a lone backslash."""
     capture = next(c for c in CAPTURES if c.name == "anthropic__server_tool_large_input")
-    calls = list(ok(replays, capture).calls.values())
+    result = ok(replays, capture)
+    # LiteLLM 1.106 streams them as tool-call fragments; 1.110 hands them over whole, apart.
+    calls = list((result.server_calls if LITELLM_1_110 else result.calls).values())
     expected = capture.expected.server_tool_calls
     assert [(c.name, parsed(c.arguments)) for c in calls] == [(t.name, t.arguments) for t in expected]
 
@@ -183,6 +195,8 @@ def test_finish_reason(replays: dict[str, Replay], capture: Capture) -> None:
     expected = LITELLM_FINISH.get(raw, raw)
     if capture.wire_format == "gemini" and capture.expected.tool_calls:
         expected = "tool_calls"
+    if LITELLM_1_110 and expected == "stop" and capture.expected.tool_calls:
+        expected = "tool_calls"  # 1.110 rewrites a provider's "stop" after tool calls
     assert ok(replays, capture).finish_reason == expected
 
 

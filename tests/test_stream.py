@@ -143,14 +143,31 @@ def test_connection_reset_mid_stream_keeps_partial_text(replay_server: ReplaySer
     assert info.value.__cause__ is not None
 
 
-def test_body_ending_without_finish_reason_is_not_stop(replay_server: ReplayServer) -> None:
+def test_body_ending_without_finish_reason_is_an_interruption(replay_server: ReplayServer) -> None:
+    """A clean end with no finish reason and no [DONE] is a cut-off answer, on every LiteLLM version."""
     replay_server.add(stream_response(text_pieces(["cut ", "off"], finish=None, usage=False)[:-1]))
-    with cllm.stream(MODEL, "hi", **opts(replay_server)) as s:
-        events = list(s)
-    assert events[-1] == cllm.Finish(cllm.FinishReason.ERROR, None, None)
-    assert s.response.text == "cut off"
-    assert s.response.finish_reason is cllm.FinishReason.ERROR
-    assert s.response.error
+    events: list[cllm.Event] = []
+    with pytest.raises(cllm.StreamInterrupted) as info, cllm.stream(MODEL, "hi", **opts(replay_server)) as s:
+        events.extend(s)
+    assert not any(isinstance(e, cllm.Finish) for e in events)
+    assert "".join(e.text for e in events if isinstance(e, cllm.TextDelta)) == "cut off"
+    r = info.value.response
+    assert r is s.response
+    assert (r.text, r.finish_reason, r.interrupted) == ("cut off", cllm.FinishReason.ERROR, True)
+    assert r.error and "without a finish reason" in r.error
+    assert "without a finish reason" in str(info.value)
+
+
+async def test_body_ending_without_finish_reason_is_an_interruption_async(
+    replay_server: ReplayServer,
+) -> None:
+    replay_server.add(stream_response(text_pieces(["cut ", "off"], finish=None, usage=False)))
+    with pytest.raises(cllm.StreamInterrupted) as info:
+        async with cllm.astream(MODEL, "hi", **opts(replay_server)) as s:
+            async for _ in s:
+                pass
+    assert info.value.response.text == "cut off"
+    assert info.value.response.finish_reason is cllm.FinishReason.ERROR
 
 
 def test_http_401_is_a_provider_error(replay_server: ReplayServer) -> None:

@@ -7,6 +7,9 @@ and cost, and turns LiteLLM's exceptions into cllm's. litellm is imported on fir
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import gc
 import json
 import os
 import re
@@ -21,23 +24,25 @@ from cllm.core.response import Usage
 from cllm.errors import CllmError, ProviderError
 
 __all__ = [
+    "ChunkReader",
     "Request",
+    "aload",
     "cost",
     "litellm",
     "non_stream_chunk",
     "prepare",
     "provider_error",
-    "reported_usage",
+    "resolve",
     "stream_delivered",
-    "to_chunk",
 ]
 
 _lock = threading.Lock()
 _litellm: ModuleType | None = None
+_loading: concurrent.futures.Future[ModuleType] | None = None
 
 
 def litellm() -> ModuleType:
-    """Import and configure litellm once.
+    """Import and configure litellm once (blocking: seconds on the first call).
 
     LiteLLM downloads its price table at import unless told not to; the bundled copy is used
     unless the caller set ``LITELLM_LOCAL_MODEL_COST_MAP`` themselves.
@@ -46,21 +51,56 @@ def litellm() -> ModuleType:
     if _litellm is None:
         with _lock:
             if _litellm is None:
-                os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-                import litellm as module
-
-                # Unknown models make LiteLLM print a provider list to stdout.
-                module.suppress_debug_info = True
-                if module.disable_hf_tokenizer_download is None:
-                    # Otherwise a pre-call token estimate for some model names downloads a tokenizer
-                    # (tens of seconds of retries offline) before the request is even sent.
-                    module.disable_hf_tokenizer_download = True
-                # `local/...` models (llama.cpp is loaded on their first request, not here).
-                from cllm.local._handler import register
-
-                register(module)
-                _litellm = module
+                _litellm = _import_litellm()
     return _litellm
+
+
+def _import_litellm() -> ModuleType:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # The import makes about a million objects. With the collector on, it runs full collections
+    # over them while importing, each holding the GIL for up to a few hundred milliseconds, which
+    # stalls every other thread (an event loop waiting for this import among them).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        import litellm as module
+    finally:
+        if collecting:
+            gc.enable()
+    # Unknown models make LiteLLM print a provider list to stdout.
+    module.suppress_debug_info = True
+    if module.disable_hf_tokenizer_download is None:
+        # Otherwise a pre-call token estimate for some model names downloads a tokenizer
+        # (tens of seconds of retries offline) before the request is even sent.
+        module.disable_hf_tokenizer_download = True
+    # `local/...` models (llama.cpp is loaded on their first request, not here).
+    from cllm.local._handler import register
+
+    register(module)
+    return module
+
+
+def _load_in_background() -> concurrent.futures.Future[ModuleType]:
+    global _loading
+    with _lock:
+        if _loading is None:
+            _loading = concurrent.futures.Future()
+            threading.Thread(target=_run_load, args=(_loading,), name="cllm-import", daemon=True).start()
+        return _loading
+
+
+def _run_load(future: concurrent.futures.Future[ModuleType]) -> None:
+    try:
+        future.set_result(litellm())
+    except BaseException as exc:  # handed to whoever awaits the import
+        future.set_exception(exc)
+
+
+async def aload() -> ModuleType:
+    """litellm, imported on a worker thread the first time, so a running event loop never waits on it."""
+    if _litellm is not None:
+        return _litellm
+    return await asyncio.wrap_future(_load_in_background())
 
 
 CLLM_OPTIONS = ("first_token_timeout", "idle_timeout", "total_timeout")
@@ -76,6 +116,7 @@ class Request:
     idle_timeout: float | None = None
     total_timeout: float | None = None
     provider: str | None = None
+    resolved: bool = False
 
 
 def to_messages(prompt_or_messages: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -112,24 +153,36 @@ def prepare(
     opts = dict(options)
     timeouts = {name: _timeout(opts, name) for name in CLLM_OPTIONS}
     kwargs: dict[str, Any] = {"model": model, "messages": to_messages(prompt_or_messages), **opts}
-    provider = _provider_of(model, opts)
+    # The openai SDK client LiteLLM builds retries twice by default: one call would become three
+    # requests behind the caller's back. Retrying is the caller's decision.
+    kwargs.setdefault("max_retries", 0)
     if stream:
         kwargs["stream"] = True
-        if (
-            "stream_options" not in kwargs
-            and provider is not None
-            and _accepts_stream_options(model, provider)
-        ):
-            # Without this, OpenAI-compatible servers other than OpenAI's own send no usage.
-            kwargs["stream_options"] = {"include_usage": True}
     return Request(
         model=model,
         kwargs=kwargs,
-        provider=provider,
         first_token_timeout=timeouts["first_token_timeout"],
         idle_timeout=timeouts["idle_timeout"],
         total_timeout=timeouts["total_timeout"],
     )
+
+
+def resolve(request: Request) -> Request:
+    """Fill in what needs litellm loaded: the provider, and usage reporting for streams."""
+    if request.resolved:
+        return request
+    kwargs = request.kwargs
+    provider = request.provider = _provider_of(request.model, kwargs)
+    if (
+        kwargs.get("stream")
+        and "stream_options" not in kwargs
+        and provider is not None
+        and _accepts_stream_options(request.model, provider)
+    ):
+        # Without this, OpenAI-compatible servers other than OpenAI's own send no usage.
+        kwargs["stream_options"] = {"include_usage": True}
+    request.resolved = True
+    return request
 
 
 def _provider_of(model: str, options: Mapping[str, Any]) -> str | None:
@@ -182,28 +235,101 @@ def _tool_chunks(tool_calls: Any) -> list[ToolCallChunk] | None:
     return out
 
 
-def to_chunk(chunk: Any, upstream: Any) -> Chunk:
-    """A LiteLLM streaming chunk as a core `Chunk` (choice 0 only).
+_SERVER_TOOL_ID = "srvtoolu_"  # Anthropic's ids for the calls it runs itself
 
-    LiteLLM moves the finish reason onto a trailing chunk and makes one up ("stop") when the
-    provider never sent any; ``upstream.received_finish_reason`` says what the provider really
-    sent, so a made-up reason is dropped here and a cut-off stream is not reported as finished.
+
+class ChunkReader:
+    """Turns one stream's LiteLLM chunks into core `Chunk`s (choice 0 only).
+
+    LiteLLM moves the finish reason onto a trailing chunk, makes one up ("stop") when the provider
+    never sent any, and from 1.110 rewrites a "stop" after tool calls to "tool_calls";
+    ``upstream.received_finish_reason`` keeps what the provider really sent, on every version.
+
+    Anthropic's server tool use (calls Anthropic runs itself) comes out of LiteLLM 1.106 as ordinary
+    tool-call fragments with ``srvtoolu_`` ids, and from 1.110 whole, in the delta's
+    ``provider_specific_fields["server_tool_calls"]`` (the list so far, on each update). Both become
+    ``server`` fragments, so the caller is never asked to run them and they are never lost.
     """
-    out = Chunk(model=getattr(chunk, "model", None))
-    choice = _choice0(chunk.choices)
-    if choice is None:
+
+    __slots__ = ("_scanned", "_server_ids", "_server_indexes", "_with_usage", "upstream")
+
+    def __init__(self, upstream: Any) -> None:
+        self.upstream = upstream
+        self._server_indexes: set[int] = set()
+        self._server_ids: set[str] = set()
+        self._scanned = 0
+        self._with_usage: list[Any] = []
+
+    def usage(self) -> Usage | None:
+        """The usage the provider reported during the stream, or None if it reported none.
+
+        LiteLLM strips usage from the chunks it yields and, at the end, estimates it when the
+        provider sent none; the chunks it keeps tell what the provider really sent. They are
+        looked at as they come (see `_scan`), so the end of a long stream costs nothing extra.
+        """
+        self._scan()
+        if not self._with_usage:
+            return None
+        from litellm.litellm_core_utils.streaming_handler import calculate_total_usage
+
+        return _usage_from(calculate_total_usage(chunks=self._with_usage))
+
+    def _scan(self) -> None:
+        kept = getattr(self.upstream, "chunks", None)
+        if not isinstance(kept, list):
+            return
+        with_usage = self._with_usage
+        for index in range(self._scanned, len(kept)):
+            kept_chunk = kept[index]
+            if getattr(kept_chunk, "usage", None) is not None:
+                with_usage.append(kept_chunk)
+        self._scanned = len(kept)
+
+    def __call__(self, chunk: Any) -> Chunk:
+        self._scan()
+        out = Chunk(model=getattr(chunk, "model", None))
+        choice = _choice0(chunk.choices)
+        if choice is None:
+            return out
+        delta = choice.delta
+        if delta is not None:
+            out.text = delta.content
+            out.reasoning = getattr(delta, "reasoning_content", None)
+            out.refusal = getattr(delta, "refusal", None)
+            calls = _tool_chunks(delta.tool_calls)
+            if calls:
+                self._mark_server_calls(calls)
+            specific = getattr(delta, "provider_specific_fields", None)
+            if specific and specific.get("server_tool_calls"):
+                calls = [*(calls or ()), *self._new_server_calls(specific["server_tool_calls"])]
+            out.tool_calls = calls or None
+        if choice.finish_reason:
+            upstream = self.upstream
+            out.finish_reason = getattr(upstream, "received_finish_reason", None) or getattr(
+                upstream, "intermittent_finish_reason", None
+            )
         return out
-    delta = choice.delta
-    if delta is not None:
-        out.text = delta.content
-        out.reasoning = getattr(delta, "reasoning_content", None)
-        out.refusal = getattr(delta, "refusal", None)
-        out.tool_calls = _tool_chunks(delta.tool_calls)
-    if choice.finish_reason:
-        out.finish_reason = getattr(upstream, "received_finish_reason", None) or getattr(
-            upstream, "intermittent_finish_reason", None
-        )
-    return out
+
+    def _mark_server_calls(self, calls: list[ToolCallChunk]) -> None:
+        for call in calls:
+            if call.id and call.id.startswith(_SERVER_TOOL_ID):
+                if call.index is not None:
+                    self._server_indexes.add(call.index)
+                call.server = True
+            elif call.id is None and call.index in self._server_indexes:
+                call.server = True
+            elif call.index is not None:
+                self._server_indexes.discard(call.index)
+
+    def _new_server_calls(self, listed: Any) -> list[ToolCallChunk]:
+        out = []
+        for entry in _tool_chunks(listed) or ():
+            if entry.id is None or entry.id in self._server_ids:
+                continue
+            self._server_ids.add(entry.id)
+            entry.server, entry.index = True, None
+            out.append(entry)
+        return out
 
 
 def _end_of_stream_consumers(wrapper: Any) -> bool:
@@ -254,22 +380,6 @@ def _usage_from(obj: Any) -> Usage | None:
     if total is None and prompt is not None and completion is not None:
         total = prompt + completion
     return Usage(prompt, completion, total, reasoning or None, cached or None)
-
-
-def reported_usage(upstream: Any) -> Usage | None:
-    """The usage the provider reported during the stream, or None if it reported none.
-
-    LiteLLM strips usage from the chunks it yields and, at the end, estimates it when the
-    provider sent none; the chunks it kept tell what the provider really sent.
-    """
-    chunks = getattr(upstream, "chunks", None) or []
-    # Only chunks with usage count in the total; the others are not read twice.
-    reported = [c for c in chunks if getattr(c, "usage", None) is not None]
-    if not reported:
-        return None
-    from litellm.litellm_core_utils.streaming_handler import calculate_total_usage
-
-    return _usage_from(calculate_total_usage(chunks=reported))
 
 
 def non_stream_chunk(response: Any) -> Chunk:
@@ -330,6 +440,41 @@ def root_cause(exc: BaseException) -> BaseException:
     return original if isinstance(original, BaseException) else exc
 
 
+def _error_fields(exc: BaseException) -> tuple[str | None, str | None]:
+    """The provider's own error ``type`` and ``code``, from the error body it sent, when it sent one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 6:
+        seen.add(id(current))
+        body = getattr(current, "body", None)
+        if isinstance(body, dict):
+            error = body.get("error", body)
+            if isinstance(error, dict) and (error.get("type") or error.get("code")):
+                kind, code = error.get("type"), error.get("code")
+                return (str(kind) if kind else None), (str(code) if code is not None else None)
+        original = getattr(current, "original_exception", None)
+        current = (
+            original if isinstance(original, BaseException) else current.__cause__ or current.__context__
+        )
+    return None, None
+
+
+_MISSING_KEY = re.compile(r"missing credentials|api_key client option must be set|missing .*api.?key", re.I)
+
+
+def _missing_key_message(model: str, message: str) -> str | None:
+    """When the call failed for want of an API key: a message naming the variable to set."""
+    if not _MISSING_KEY.search(message):
+        return None
+    try:
+        missing = litellm().validate_environment(model).get("missing_keys") or []
+    except Exception:
+        missing = []
+    if missing:
+        return f"no API key for {model}: set {' or '.join(missing)} (or pass api_key)"
+    return f"no API key for {model}: {message}"
+
+
 def provider_error(exc: BaseException, model: str) -> CllmError:
     """A LiteLLM (or httpx/aiohttp) exception raised before any output, as a `ProviderError`."""
     if isinstance(exc, CllmError):
@@ -341,10 +486,17 @@ def provider_error(exc: BaseException, model: str) -> CllmError:
     if lib is not None and isinstance(exc, lib.exceptions.MidStreamFallbackError):
         kind = type(cause).__name__
         status = getattr(cause, "status_code", None)
+    message = clean_message(cause if cause is not exc else exc)
+    error_type, code = _error_fields(exc)
+    if (missing := _missing_key_message(model, message)) is not None:
+        # LiteLLM reports it as a 500 from the provider; it is the caller's configuration.
+        message, status, kind = missing, 401, "AuthenticationError"
     return ProviderError(
-        clean_message(cause if cause is not exc else exc),
+        message,
         status_code=int(status) if isinstance(status, int) else None,
         provider=getattr(exc, "llm_provider", None),
         model=model,
         kind=kind,
+        error_type=error_type,
+        code=code,
     )

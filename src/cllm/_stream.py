@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from cllm import _provider
-from cllm.core.accumulator import Chunk, StreamAccumulator
+from cllm.core.accumulator import NO_FINISH_REASON, Chunk, StreamAccumulator
 from cllm.core.events import Event, TextDelta
 from cllm.core.response import Response, Usage
 from cllm.errors import CllmError, StreamInterrupted, StreamTimeout
@@ -38,6 +38,17 @@ class UpstreamTimeout(Exception):
         self.kind: TimeoutKind = kind
 
 
+class StreamTruncated(Exception):
+    """The provider's stream ended cleanly without ever giving a finish reason: the answer was cut off."""
+
+    def __init__(self) -> None:
+        super().__init__(NO_FINISH_REASON)
+
+
+# LiteLLM 1.110 raises this itself at such an end (1.106 made up a "stop"): one contract on both.
+_LITELLM_TRUNCATED = "Stream ended before a finish_reason was received"
+
+
 def _has_output(chunk: Chunk) -> bool:
     return bool(chunk.text or chunk.reasoning or chunk.tool_calls or chunk.refusal)
 
@@ -52,15 +63,20 @@ class Upstream:
         self.usage: Usage | None = None
         self.exhausted = False
         self._wrapper: Any = None
+        self._reader: _provider.ChunkReader | None = None
         self._chunks: AsyncIterator[Any] | None = None
         self._last_chunk = 0.0
         self._last_yield = 0.0
         self._output = False
         self._finished = False
+        self._truncated = False
 
     async def next(self) -> Chunk | None:
         """The next chunk, or None once the provider's stream has ended normally."""
         if self.exhausted:
+            if self._truncated:
+                self._truncated = False
+                raise StreamTruncated()
             return None
         if self._chunks is None:
             await self._open()
@@ -74,22 +90,30 @@ class Upstream:
                     raw = await self._chunks.__anext__()
         except StopAsyncIteration:
             self._exhaust()
+            if not self._finished:
+                raise StreamTruncated() from None
             return None
         except TimeoutError as exc:
             raise self._timed_out() from exc
-        except Exception:
+        except Exception as exc:
             if self._finished:
                 # The provider had already said it was done: a connection dropped afterwards loses nothing.
                 self._exhaust()
                 return None
+            if _LITELLM_TRUNCATED in str(exc):
+                self._exhaust()
+                raise StreamTruncated() from exc
             raise
         now = time.perf_counter()
         self._last_chunk = now
-        chunk = _provider.to_chunk(raw, self._wrapper)
-        if _provider.stream_delivered(self._wrapper):
-            self._exhaust()
+        assert self._reader is not None
+        chunk = self._reader(raw)
         if chunk.finish_reason:
             self._finished = True
+        if _provider.stream_delivered(self._wrapper):
+            self._exhaust()
+            # LiteLLM 1.106 hands over its usage after a "stop" it made up: still a cut-off answer.
+            self._truncated = not self._finished
         if not self._output and _has_output(chunk):
             self._output = True
             self.ttft = now - (self.started or now)
@@ -110,9 +134,11 @@ class Upstream:
                 await wrapper.aclose()
 
     async def _open(self) -> None:
+        lib = await _provider.aload()
+        _provider.resolve(self.request)
         self.started = time.perf_counter()
         self._last_yield = self.started
-        coro = _provider.litellm().acompletion(**self.request.kwargs)
+        coro = lib.acompletion(**self.request.kwargs)
         deadline = self._deadline()
         try:
             if deadline is None:
@@ -123,11 +149,13 @@ class Upstream:
         except TimeoutError as exc:
             raise self._timed_out() from exc
         self._last_chunk = time.perf_counter()
+        self._reader = _provider.ChunkReader(self._wrapper)
         self._chunks = self._wrapper.__aiter__()
 
     def _exhaust(self) -> None:
         self.exhausted = True
-        self.usage = _provider.reported_usage(self._wrapper)
+        if self._reader is not None:
+            self.usage = self._reader.usage()
 
     def _deadline(self) -> float | None:
         request = self.request
@@ -328,7 +356,8 @@ async def _shielded(coro: Any) -> None:
 
 async def acomplete_once(request: _provider.Request) -> Response:
     """A non-streaming call, turned into the same `Response` a stream of it would give."""
-    lib = _provider.litellm()
+    lib = await _provider.aload()
+    _provider.resolve(request)
     started = time.perf_counter()
     try:
         if request.total_timeout is not None:

@@ -21,6 +21,12 @@ class ProviderError(CllmError):
         status_code: the HTTP status, when there was one.
         provider: LiteLLM's provider name (``openai``, ``anthropic``...), when known.
         model: the model asked for.
+        kind: the kind of failure (LiteLLM's exception name: ``AuthenticationError``,
+            ``RateLimitError``, ``APIConnectionError``, ``Timeout``...).
+        error_type: the provider's own error ``type``, when its error body had one.
+        code: the provider's own error ``code`` (``invalid_api_key``...), when its error body had one.
+
+    A missing API key is a ``status_code`` 401 whose message names the variable to set.
     """
 
     def __init__(
@@ -31,6 +37,8 @@ class ProviderError(CllmError):
         provider: str | None = None,
         model: str | None = None,
         kind: str | None = None,
+        error_type: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -38,6 +46,8 @@ class ProviderError(CllmError):
         self.provider = provider
         self.model = model
         self.kind = kind
+        self.error_type = error_type
+        self.code = code
 
 
 class StreamInterrupted(CllmError):

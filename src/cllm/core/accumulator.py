@@ -8,7 +8,7 @@ state (never the chunk objects), so memory is proportional to the answer, not to
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +38,9 @@ class ToolCallChunk:
     id: str | None = None
     name: str | None = None
     arguments: str | None = None
+    server: bool = False
+    """A call the provider runs itself (Anthropic's ``server_tool_use``): kept in
+    `Response.server_tool_calls`, never offered to the caller as a tool call to run."""
 
 
 @dataclass(slots=True)
@@ -74,10 +77,24 @@ class _Parts:
 
 
 class _CallState:
-    __slots__ = ("arguments", "ended", "id", "index", "name", "parser", "provider_index", "started", "text")
+    __slots__ = (
+        "arguments",
+        "ended",
+        "error",
+        "id",
+        "index",
+        "name",
+        "parser",
+        "provider_index",
+        "server",
+        "started",
+        "text",
+    )
 
-    def __init__(self, index: int, provider_index: int | None) -> None:
+    def __init__(self, index: int, provider_index: int | None, server: bool = False) -> None:
         self.index = index
+        self.server = server
+        self.error: str | None = None  # why the parser gave up, when it did
         self.provider_index = provider_index
         self.id: str | None = None
         self.name: str | None = None
@@ -91,15 +108,17 @@ class _CallState:
         return self.id or f"call_{self.index}"
 
 
-def _parse_arguments(text: str, name: str | None) -> tuple[Any, str, str | None]:
+def _parse_arguments(text: str, name: str | None, error: str | None) -> tuple[Any, str, str | None]:
     """The final value of a call's argument text: (arguments, arguments_json, error)."""
     if not text.strip():
         # A call with no argument text is a call with no arguments.
         return {}, "{}", None
-    try:
-        return json.loads(text), text, None
-    except ValueError as exc:
-        return None, text, f"tool call {name or '?'}: arguments are not valid JSON ({exc})"
+    if error is None:
+        try:
+            return json.loads(text), text, None
+        except (ValueError, RecursionError) as exc:
+            error = str(exc) if isinstance(exc, ValueError) else "nested too deep"
+    return None, text, f"tool call {name or '?'}: arguments are not valid JSON ({error})"
 
 
 class StreamAccumulator:
@@ -111,6 +130,7 @@ class StreamAccumulator:
     """
 
     def __init__(self) -> None:
+        self._server_calls: dict[str, _CallState] = {}
         self._text = _Parts()
         self._reasoning = _Parts()
         self._refusal = _Parts()
@@ -143,14 +163,17 @@ class StreamAccumulator:
         if chunk.tool_calls:
             many = len(chunk.tool_calls) > 1
             for position, fragment in enumerate(chunk.tool_calls):
-                self._feed_tool_call(fragment, position if many else None, events)
+                if fragment.server:
+                    self._feed_server_call(fragment)
+                else:
+                    self._feed_tool_call(fragment, position if many else None, events)
         if chunk.usage is not None:
             # Providers that repeat usage on every chunk report running totals: the last one wins.
             self._usage = chunk.usage
         if chunk.finish_reason:
             self._raw_finish = chunk.finish_reason
             for call in self._calls:
-                if call.ended is None:
+                if call.ended is None and call.started:
                     events.append(self._end_call(call))
         if events:
             self.received_output = True
@@ -195,15 +218,33 @@ class StreamAccumulator:
         if call.parser is not None:
             try:
                 call.arguments = call.parser.feed(args)
-            except ValueError:
+            except ValueError as exc:
                 # Not JSON and never will be: keep the raw text; `_end_call` reports the error.
                 call.parser = None
+                call.error = str(exc)
         events.append(ToolCallDelta(call.index, call.id, call.name, args, call.arguments))
         if call.parser is not None and call.parser.done:
             events.append(self._end_call(call))
 
+    def _feed_server_call(self, fragment: ToolCallChunk) -> None:
+        # Whole or in fragments; keyed by id, or by index for the fragments after the first.
+        key = fragment.id or f"#{fragment.index}"
+        call = self._server_calls.get(key)
+        if call is None:
+            call = _CallState(len(self._server_calls), fragment.index, server=True)
+            self._server_calls[key] = call
+            if fragment.id and fragment.index is not None:
+                self._server_calls[f"#{fragment.index}"] = call
+        if fragment.id and not call.id:
+            call.id = fragment.id
+        if fragment.name and not call.name:
+            call.name = fragment.name
+        if fragment.arguments and call.ended is None:
+            call.started = True
+            call.text.append(fragment.arguments)
+
     def _end_call(self, call: _CallState) -> ToolCallEnd:
-        arguments, arguments_json, error = _parse_arguments(call.text.value(), call.name)
+        arguments, arguments_json, error = _parse_arguments(call.text.value(), call.name, call.error)
         call.parser = None
         call.ended = ToolCallEnd(call.index, call.final_id(), call.name, arguments, arguments_json, error)
         return call.ended
@@ -215,7 +256,9 @@ class StreamAccumulator:
         if self._done:
             return []
         self._done = True
-        events: list[Event] = [self._end_call(call) for call in self._calls if call.ended is None]
+        events: list[Event] = [
+            self._end_call(call) for call in self._calls if call.ended is None and call.started
+        ]
         self._reason = self._final_reason()
         if self._raw_finish is None:
             self._error = NO_FINISH_REASON
@@ -242,7 +285,7 @@ class StreamAccumulator:
         reason = normalize_finish_reason(self._raw_finish)
         if reason is None:
             return FinishReason.ERROR
-        if reason is FinishReason.STOP and self._calls:
+        if reason is FinishReason.STOP and any(call.started for call in self._calls):
             # Forced tool_choice (OpenAI) and several OpenAI-compatible servers say "stop" after a
             # tool call; the caller still has tools to run.
             return FinishReason.TOOL_CALLS
@@ -259,8 +302,25 @@ class StreamAccumulator:
         return self._model
 
     def tool_calls(self) -> list[ToolCall]:
+        """The calls the caller is to run: fragments that never named a call nor gave it arguments
+        (an id alone) are not calls."""
+        return self._to_tool_calls(call for call in self._calls if call.started)
+
+    def server_tool_calls(self) -> list[ToolCall]:
+        """Calls the provider ran itself, whole."""
+        unique = {id(call): call for call in self._server_calls.values()}
+        return [
+            ToolCall(
+                call.id or f"srv_{call.index}",
+                call.name or "",
+                *_parse_arguments(call.text.value(), call.name, None),
+            )
+            for call in unique.values()
+        ]
+
+    def _to_tool_calls(self, states: Iterable[_CallState]) -> list[ToolCall]:
         calls = []
-        for call in self._calls:
+        for call in states:
             if call.ended is not None:
                 end = call.ended
                 calls.append(
@@ -287,6 +347,7 @@ class StreamAccumulator:
             text=self._text.value(),
             reasoning=self._reasoning.value(),
             tool_calls=self.tool_calls(),
+            server_tool_calls=self.server_tool_calls(),
             finish_reason=self._reason,
             raw_finish_reason=self._raw_finish,
             usage=self._usage,

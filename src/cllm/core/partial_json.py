@@ -27,6 +27,8 @@ Text that can never become valid JSON makes `feed` raise `PartialJsonError` (a `
 position in the whole text fed so far. The parser then stays failed: every later `feed` raises the same error
 again and ignores its input, and `value` keeps what was parsed before the error position.
 
+Arrays and objects nested more than `MAX_DEPTH` levels deep (``max_depth=``) raise `PartialJsonError`.
+
 Acceptance follows `json.loads`: control characters inside strings are rejected, ``NaN``, ``Infinity`` and
 ``-Infinity`` are accepted, duplicate keys keep the last value, and numbers use ``int``/``float`` semantics.
 """
@@ -36,7 +38,11 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-__all__ = ["PartialJsonError", "PartialJsonParser", "parse_partial_json"]
+__all__ = ["MAX_DEPTH", "PartialJsonError", "PartialJsonParser", "parse_partial_json"]
+
+MAX_DEPTH: Final = 256
+"""Containers nested deeper than this are an error: no tool schema needs them, and the parsed value
+must stay serializable (``json.dumps`` and ``copy.deepcopy`` recurse once per level)."""
 
 # Parser states.
 _VALUE: Final = 0  # a value must come next (top level, after ':' or after ',' in an array)
@@ -186,6 +192,7 @@ class PartialJsonParser:
         "_literal",
         "_literal_len",
         "_literal_value",
+        "_max_depth",
         "_number",
         "_number_placed",
         "_number_start",
@@ -195,7 +202,8 @@ class PartialJsonParser:
         "_state",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, max_depth: int | None = None) -> None:
+        self._max_depth = MAX_DEPTH if max_depth is None else max_depth
         self._root: Any = None
         self._stack: list[list[Any] | dict[str, Any]] = []
         self._state: int = _VALUE
@@ -307,6 +315,8 @@ class PartialJsonParser:
         if c == '"':
             self._put("")
             self._state = _STRING
+        elif c in "{[" and len(self._stack) >= self._max_depth:
+            raise self._fail(f"nested deeper than {self._max_depth} levels", i)
         elif c == "{":
             obj: dict[str, Any] = {}
             self._put(obj)

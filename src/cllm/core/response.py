@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from cllm.core.finish import FinishReason
@@ -45,6 +45,10 @@ class ToolCall:
         }
 
 
+def _call_dict(call: ToolCall) -> dict[str, Any]:
+    return {f.name: getattr(call, f.name) for f in fields(call)}
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """A model's response, the same whether it was streamed or not.
@@ -52,6 +56,8 @@ class Response:
     While a stream runs, `cllm.Stream.response` gives a snapshot of this with what has arrived
     so far (``finish_reason`` None); at the end it is final. ``usage`` is None when the provider
     reported none, and ``cost`` (USD) is None when the price is unknown: never made-up zeros.
+    ``server_tool_calls`` are calls the provider ran itself (Anthropic's code execution, web
+    search...): kept for the record, not for the caller to run.
     """
 
     text: str = ""
@@ -67,6 +73,7 @@ class Response:
     interrupted: bool = False
     error: str | None = None
     refusal: str | None = None
+    server_tool_calls: list[ToolCall] = field(default_factory=list)
 
     def message(self) -> dict[str, Any]:
         """The OpenAI-format assistant message to append to a conversation."""
@@ -78,8 +85,11 @@ class Response:
         return msg
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        data = asdict(self)
+        """A JSON-ready dict of every field; tool-call arguments are the parsed values, not copies."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["tool_calls"] = [_call_dict(call) for call in self.tool_calls]
+        data["server_tool_calls"] = [_call_dict(call) for call in self.server_tool_calls]
+        data["usage"] = None if self.usage is None else asdict(self.usage)
         data["finish_reason"] = self.finish_reason.value if self.finish_reason else None
         return data
 
