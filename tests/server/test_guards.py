@@ -64,7 +64,9 @@ def test_body_limit(make_server: ServerFactory) -> None:
         for _ in range(10):
             yield b"x" * 1024
 
-    r = httpx.post(server.url + "/v1/chat/completions", content=chunked())
+    r = httpx.post(
+        server.url + "/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413
     assert httpx.get(server.url + "/healthz").status_code == 200
 

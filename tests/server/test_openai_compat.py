@@ -148,7 +148,9 @@ def test_bad_requests(server: Running) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         c.chat.completions.create(model="test", messages=[])
     assert caught.value.body["message"] == "'messages' must be a non-empty list"  # type: ignore[index]
-    r = httpx.post(server.url + "/v1/chat/completions", content=b"{not json")
+    r = httpx.post(
+        server.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
@@ -179,9 +181,11 @@ def test_models_and_healthz(server: Running) -> None:
 def test_disconnect_closes_upstream_within_100ms(server: Running, provider: ReplayServer) -> None:
     provider.add(text_stream([f"w{i} " for i in range(500)], delay=0.02))
     body = json.dumps({"model": "test", "messages": [{"role": "user", "content": "go"}], "stream": True})
-    sock = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port))
     sock.sendall(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n".encode()
+        + b"content-type: application/json\r\n"
         + f"content-length: {len(body)}\r\n\r\n{body}".encode()
     )
     received = b""

@@ -19,8 +19,9 @@ def frames(text: str) -> list[dict]:
 
 def test_chunk_encoder_tool_call_once_per_index() -> None:
     enc = ChunkEncoder("m", include_usage=True)
-    out = enc.first().decode()
-    out += enc.encode(ToolCallStart(0, None, "f"))
+    start = ToolCallStart(0, None, "f")
+    out = enc.first(start)
+    out += enc.encode(start)
     out += enc.encode(ToolCallDelta(0, None, "f", '{"a"', {}))
     out += enc.encode(ToolCallDelta(0, None, "f", ": 1}", {"a": 1}))
     out += enc.encode(ToolCallEnd(0, "call_0", "f", {"a": 1}, '{"a": 1}'))
@@ -34,10 +35,26 @@ def test_chunk_encoder_tool_call_once_per_index() -> None:
         (False, False),
     ]
     assert calls[0]["id"].startswith("call_")
-    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    # As OpenAI sends it: the role and "content": null on the tool call's own first chunk.
+    first = chunks[0]["choices"][0]["delta"]
+    assert (first["role"], first["content"], first["tool_calls"][0]["function"]["name"]) == (
+        "assistant",
+        None,
+        "f",
+    )
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 3
     assert {c["id"] for c in chunks} == {enc.id}
+
+
+def test_chunk_encoder_text_opens_with_empty_content() -> None:
+    enc = ChunkEncoder("m")
+    text = TextDelta("Hi")
+    chunks = frames(enc.first(text) + enc.encode(text))
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hi"},
+    ]
 
 
 def test_chunk_text_is_escaped_json() -> None:

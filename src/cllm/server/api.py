@@ -7,7 +7,6 @@ not depend on the request, so a client that drops can resume with ``GET /api/str
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -15,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
+from cllm.server import payloads
 from cllm.server.guards import ClientLimiter, client_key
 from cllm.server.responses import SSE_HEADERS, WatchedResponse, error_response, request_error_response
 from cllm.server.session import ChatService, parse_chat_request
@@ -51,33 +51,30 @@ class ChatRoutes:
         self.limiter = limiter
 
     async def chat(self, request: Request) -> Response:
+        client = client_key(request.scope)
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return error_response(400, "the request body is not valid JSON")
-        try:
-            chat_request = parse_chat_request(body)
+            chat_request = parse_chat_request(payloads.loads(await request.body()))
+            self.limiter.acquire(client)
         except RequestError as e:
             return request_error_response(e)
-        client = client_key(request.scope)
-        if not self.limiter.acquire(client):
-            return error_response(
-                429, f"too many concurrent streams (limit {self.limiter.limit})", code="too_many_streams"
-            )
+        stream: ResumableStream | None = None
         try:
             turn = await self.service.turn(chat_request)
+            stream = self.registry.start(
+                turn.conversation_id, turn.run, on_done=lambda: self.limiter.release(client)
+            )
         except RequestError as e:
-            self.limiter.release(client)
             return request_error_response(e)
         except StoreError as e:
-            self.limiter.release(client)
             return _store_error(e)
-        stream = self.registry.start(
-            turn.conversation_id, turn.run, on_done=lambda: self.limiter.release(client)
-        )
+        finally:
+            if stream is None:  # the generation never started: its slot is free again
+                self.limiter.release(client)
         return self._read(stream, 0)
 
     async def resume(self, request: Request) -> Response:
+        """Events after ``Last-Event-ID``. 204 when a finished stream has nothing more to give
+        (an EventSource then stops reconnecting); 400 for an id the stream never reached."""
         stream = self.registry.get(request.path_params["stream_id"])
         if stream is None:
             return error_response(404, "no such stream (it may have expired)", code="stream_not_found")
@@ -85,7 +82,18 @@ class ChatRoutes:
         try:
             after = int(raw)
         except ValueError:
+            after = -1
+        if after < 0:
             return error_response(400, "Last-Event-ID must be an event number", param="Last-Event-ID")
+        if after > stream.last_id:
+            return error_response(
+                400,
+                f"Last-Event-ID {after} is beyond this stream's last event ({stream.last_id})",
+                code="event_id_out_of_range",
+                param="Last-Event-ID",
+            )
+        if stream.finished and after == stream.last_id:
+            return Response(status_code=204, headers={"x-cllm-stream-id": stream.id})
         return self._read(stream, after)
 
     async def cancel(self, request: Request) -> Response:

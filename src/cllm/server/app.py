@@ -7,6 +7,7 @@ import contextlib
 import gc
 import importlib
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 import cllm
 from cllm.server.api import ChatRoutes
-from cllm.server.guards import ClientLimiter, Guard
+from cllm.server.guards import ClientLimiter, Guard, HostPolicy
 from cllm.server.openai_compat import OpenAIRoutes
 from cllm.server.session import ChatService
 from cllm.server.settings import Settings
@@ -28,7 +29,7 @@ from cllm.server.streams import StreamRegistry
 from cllm.server.ws import ChatSocket
 from cllm.store import ConversationStore
 
-__all__ = ["STATIC_DIR", "create_app"]
+__all__ = ["STATIC_DIR", "allow_connections", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -50,6 +51,28 @@ _PAGE_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
+
+
+_CONNECTION_LIMITS = ("AIOHTTP_CONNECTOR_LIMIT", "AIOHTTP_CONNECTOR_LIMIT_PER_HOST")
+
+
+def allow_connections(count: int) -> None:
+    """Let LiteLLM open ``count`` connections to one provider host.
+
+    Its aiohttp transport opens at most ``AIOHTTP_CONNECTOR_LIMIT_PER_HOST`` (500) per host and
+    ``AIOHTTP_CONNECTOR_LIMIT`` (1000) in all, and queues further requests without a word: past
+    those, streams would wait for a connection while the server counted them as running. LiteLLM
+    reads both variables when it is imported; if it already is, its copies are raised too (for the
+    transports it builds from now on). A larger value already set is kept.
+    """
+    for name in _CONNECTION_LIMITS:
+        current = os.environ.get(name, "")
+        if not (current.isdigit() and int(current) >= count):
+            os.environ[name] = str(count)
+    handler = sys.modules.get("litellm.llms.custom_httpx.http_handler")
+    for name in _CONNECTION_LIMITS:
+        if handler is not None and 0 < getattr(handler, name, count) < count:
+            setattr(handler, name, count)
 
 
 def _warm_up() -> None:
@@ -96,7 +119,10 @@ def create_app(
     """
     own_store = store is None
     store = store if store is not None else ConversationStore(settings.db)
-    limiter = ClientLimiter(settings.max_streams_per_client)
+    # Every upstream request holds a slot, so LiteLLM never needs more connections than that.
+    limiter = ClientLimiter(settings.max_streams_per_client, settings.max_streams)
+    sockets = ClientLimiter(settings.max_websockets_per_client, what="websockets")
+    allow_connections(settings.max_streams)
     registry = StreamRegistry(settings.resume_ttl)
     service = ChatService(store, settings.models, settings.scrubber)
     openai = OpenAIRoutes(settings.models, settings.scrubber, limiter)
@@ -126,11 +152,12 @@ def create_app(
         Route("/api/conversations", chat.conversations, methods=["GET"]),
         Route("/api/conversations/{conversation_id}", chat.conversation, methods=["GET"]),
         Route("/api/conversations/{conversation_id}", chat.delete_conversation, methods=["DELETE"]),
-        WebSocketRoute("/ws", ChatSocket(service, limiter).handle),
+        WebSocketRoute("/ws", ChatSocket(service, limiter, sockets, settings.ws_idle_timeout).handle),
         Route("/", index, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
-    middleware = [Middleware(Guard, token=settings.token, max_body=settings.max_body)]
+    hosts = HostPolicy(settings.host, settings.allowed_hosts, settings.cors_origins)
+    middleware = [Middleware(Guard, token=settings.token, max_body=settings.max_body, hosts=hosts)]
     if settings.cors_origins:
         # Outside the guard, so preflight requests (which carry no token) are answered.
         middleware.insert(
@@ -147,4 +174,5 @@ def create_app(
     app.state.registry = registry
     app.state.store = store
     app.state.limiter = limiter
+    app.state.sockets = sockets
     return app

@@ -45,12 +45,53 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="allow cross-origin requests from ORIGIN (repeatable; CORS is off by default)",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="NAME",
+        help="also answer to this Host name, e.g. behind a proxy (repeatable; '*': any). "
+        "localhost, 127.0.0.1, ::1 and the bound address always work",
+    )
     parser.add_argument("--max-body", type=int, metavar="BYTES", help="largest request body (default 1 MiB)")
     parser.add_argument(
         "--max-streams-per-client",
         type=int,
         metavar="N",
         help="concurrent streams per client address (default 8)",
+    )
+    parser.add_argument(
+        "--max-streams", type=int, metavar="N", help="concurrent streams in all; more get 503 (default 1000)"
+    )
+    parser.add_argument(
+        "--max-websockets-per-client",
+        type=int,
+        metavar="N",
+        help="open WebSockets per client address (default 8)",
+    )
+    parser.add_argument(
+        "--ws-idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a WebSocket that has received nothing and streamed nothing for this long (default 300)",
+    )
+    parser.add_argument(
+        "--first-token-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail a reply with no output after this long (default 300; 0: never)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail a reply whose provider sends nothing for this long (default 120; 0: never)",
+    )
+    parser.add_argument(
+        "--only-configured-models",
+        action="store_true",
+        default=None,
+        help="serve only the config's aliases and default model",
     )
     parser.add_argument(
         "--resume-ttl",
@@ -89,8 +130,15 @@ def run(args: argparse.Namespace) -> int:
             "token",
             "db",
             "cors_origins",
+            "allowed_hosts",
             "max_body",
             "max_streams_per_client",
+            "max_streams",
+            "max_websockets_per_client",
+            "ws_idle_timeout",
+            "first_token_timeout",
+            "idle_timeout",
+            "only_configured_models",
             "resume_ttl",
             "log_level",
         )

@@ -7,7 +7,6 @@ upstream request lives exactly as long as the client's: a disconnect closes it a
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +16,7 @@ from starlette.types import Send
 import cllm
 from cllm.core.events import Finish
 from cllm.errors import CllmError, ProviderError, StreamTimeout
+from cllm.server import payloads
 from cllm.server.guards import ClientLimiter, client_key
 from cllm.server.responses import (
     SSE_HEADERS,
@@ -28,7 +28,7 @@ from cllm.server.responses import (
 )
 from cllm.server.session import check_messages, filter_options
 from cllm.server.settings import ModelTable, RequestError, Scrubber
-from cllm.server.wire import ChunkEncoder, error_message, openai_completion
+from cllm.server.wire import DONE, ChunkEncoder, error_message, openai_completion
 
 __all__ = ["OpenAIRoutes"]
 
@@ -41,10 +41,12 @@ _KIND_STATUS = {
     "RateLimitError": 429,
     "ContextWindowExceededError": 400,
     "ContentPolicyViolationError": 400,
-    "Timeout": 504,
-    "APIConnectionError": 502,
     "ServiceUnavailableError": 503,
 }
+
+# Whatever status LiteLLM gives these (500 for a dropped connection, 408 for its own timeout),
+# the client's request is fine: the provider could not be reached, or did not answer in time.
+_GATEWAY_STATUS = {"APIConnectionError": 502, "Timeout": 504}
 
 
 def error_status(exc: BaseException) -> int:
@@ -52,6 +54,8 @@ def error_status(exc: BaseException) -> int:
     if isinstance(exc, StreamTimeout):
         return 504
     if isinstance(exc, ProviderError):
+        if exc.kind in _GATEWAY_STATUS:
+            return _GATEWAY_STATUS[exc.kind]
         if exc.status_code and 400 <= exc.status_code < 600:
             return exc.status_code
         return _KIND_STATUS.get(exc.kind or "", 502)
@@ -93,33 +97,42 @@ class OpenAIRoutes:
         return JSONResponse({"object": "list", "data": data})
 
     def _error(self, exc: BaseException) -> Response:
-        code = getattr(exc, "kind", None)
-        return error_response(error_status(exc), self.scrub(error_message(exc)), code=code)
+        """A failed call in OpenAI's format, keeping the provider's own error type and code."""
+        status = error_status(exc)
+        code = getattr(exc, "code", None) or getattr(exc, "kind", None)
+        return error_response(
+            status, self.scrub(error_message(exc)), code=code, type=getattr(exc, "error_type", None)
+        )
+
+    def _error_chunk(self, encoder: ChunkEncoder, exc: BaseException) -> str:
+        status = error_status(exc)
+        code = getattr(exc, "code", None) or getattr(exc, "kind", None)
+        message = self.scrub(error_message(exc))
+        return encoder.error(status, message, code=code, type=getattr(exc, "error_type", None))
 
     async def chat_completions(self, request: Request) -> Response:
+        client = client_key(request.scope)
         try:
-            body = json.loads(await request.body())
-        except ValueError:
-            return error_response(400, "the request body is not valid JSON")
-        try:
+            body = payloads.loads(await request.body())
             requested, messages, stream, include_usage, options = parse_completion_request(body)
-            litellm_model, params = self.models.resolve(requested)
+            litellm_model, kwargs = self.models.call(requested, options)
+            self.limiter.acquire(client)
         except RequestError as e:
             return request_error_response(e)
-        name = requested or litellm_model
-        kwargs = {**params, **options}
-        if not stream:
-            return WatchedResponse(self._complete_body(name, litellm_model, messages, kwargs))
-        client = client_key(request.scope)
-        if not self.limiter.acquire(client):
-            return error_response(
-                429, f"too many concurrent streams (limit {self.limiter.limit})", code="too_many_streams"
-            )
-        encoder = ChunkEncoder(name, include_usage=include_usage)
-        return WatchedResponse(
-            self._stream_body(encoder, litellm_model, messages, kwargs),
-            on_close=lambda: self.limiter.release(client),
-        )
+        try:
+            name = requested or litellm_model
+            if stream:
+                encoder = ChunkEncoder(name, include_usage=include_usage)
+                body_of = self._stream_body(encoder, litellm_model, messages, kwargs)
+            else:
+                if "total_timeout" not in kwargs and "first_token_timeout" in kwargs:
+                    # Nothing arrives before the whole answer: its first token is its last.
+                    kwargs["total_timeout"] = kwargs["first_token_timeout"]
+                body_of = self._complete_body(name, litellm_model, messages, kwargs)
+            return WatchedResponse(body_of, on_close=lambda: self.limiter.release(client))
+        except BaseException:
+            self.limiter.release(client)
+            raise
 
     def _complete_body(
         self, name: str, litellm_model: str, messages: list[dict[str, Any]], kwargs: dict[str, Any]
@@ -127,10 +140,10 @@ class OpenAIRoutes:
         async def body(send: Send) -> None:
             try:
                 response = await cllm.acomplete(litellm_model, messages, stream=False, **kwargs)
+                reply: Response = JSONResponse(openai_completion(response, name))
             except Exception as e:
-                await self._error(e)(_scope_less, _no_receive, send)
-                return
-            await JSONResponse(openai_completion(response, name))(_scope_less, _no_receive, send)
+                reply = self._error(e)
+            await reply(_scope_less, _no_receive, send)
 
         return body
 
@@ -160,20 +173,21 @@ class OpenAIRoutes:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
                 writer = BatchingWriter(send)
                 try:
-                    writer.write(encoder.first().decode())
-                    if first is not None:
-                        writer.write(
-                            encoder.encode(first, stream.response if isinstance(first, Finish) else None)
-                        )
                     try:
-                        async for event in events:
-                            text = encoder.encode(
-                                event, stream.response if isinstance(event, Finish) else None
-                            )
+                        writer.write(encoder.first(first))
+                        event = first
+                        while event is not None:
+                            final = stream.response if isinstance(event, Finish) else None
+                            text = encoder.encode(event, final)
                             if text:
                                 writer.write(text)
-                    except CllmError as e:
-                        writer.write(encoder.error(error_status(e), self.scrub(error_message(e))).decode())
+                            event = await anext(events, None)
+                        if not encoder.done:
+                            writer.write(DONE)
+                    except Exception as e:
+                        # Whatever failed (the provider, or turning an event into a chunk), the
+                        # body still ends as OpenAI's do: an error chunk, then [DONE].
+                        writer.write(self._error_chunk(encoder, e) + DONE)
                     await writer.aclose()
                 finally:
                     writer.cancel()

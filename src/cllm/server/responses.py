@@ -38,11 +38,12 @@ def error_response(
     *,
     code: str | None = None,
     param: str | None = None,
+    type: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
     """An error in OpenAI's format."""
     return Response(
-        error_body(status, message, code=code, param=param),
+        error_body(status, message, code=code, param=param, type=type),
         status_code=status,
         media_type="application/json",
         headers=headers,

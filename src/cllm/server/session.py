@@ -19,8 +19,8 @@ from cllm.core.response import Response
 from cllm.errors import CllmError, StreamInterrupted
 from cllm.server.settings import ModelTable, RequestError, Scrubber
 from cllm.server.streams import Emit
-from cllm.server.wire import error_data, event_data, scrubbed_response
-from cllm.store import ConversationStore, StoreError
+from cllm.server.wire import error_data, event_data, partial_response, scrubbed_response
+from cllm.store import ConversationStore
 
 __all__ = ["ChatRequest", "ChatService", "ChatTurn", "check_messages", "filter_options", "parse_chat_request"]
 
@@ -135,27 +135,30 @@ class ChatTurn:
         """Stream the reply, emitting each event; save the exchange; return the final response.
 
         Every outcome ends with one last event: ``finish`` (saved), ``error`` (a partial answer is
-        saved, marked interrupted) or, when cancelled, ``error`` of kind ``cancelled`` (the partial
-        answer is saved too) before `asyncio.CancelledError` propagates.
+        saved, marked interrupted; so is a reply whose events could not be encoded) or, when
+        cancelled, ``error`` of kind ``cancelled`` (the partial answer is saved too) before
+        `asyncio.CancelledError` propagates.
         """
         service, request = self.service, self.request
         scrub = service.scrubber
         try:
-            litellm_model, params = service.models.resolve(self.model)
+            litellm_model, kwargs = service.models.call(self.model, request.options)
         except RequestError as e:
             emit("error", {"message": e.message, "kind": "bad_request", "status_code": e.status})
             return None
         messages = [*self.history, *request.messages_in]
         stream: cllm.AsyncStream | None = None
+        saved: str | None = None
         try:
-            stream = cllm.astream(litellm_model, messages, **{**params, **request.options})
+            stream = cllm.astream(litellm_model, messages, **kwargs)
             async for event in stream:
                 if isinstance(event, Finish):
                     response = stream.response
+                    saved = await self._save(response)
                     data = event_data(event)
                     data["response"] = scrubbed_response(response, scrub)
                     data["conversation_id"] = self.conversation_id
-                    data["response_id"] = await self._save(response)
+                    data["response_id"] = saved
                     emit("finish", data)
                     return response
                 emit(event.type, event_data(event))
@@ -172,7 +175,7 @@ class ChatTurn:
                     "message": "cancelled",
                     "kind": "cancelled",
                     "status_code": None,
-                    "response": scrubbed_response(response, scrub),
+                    "response": partial_response(response, scrub),
                     "response_id": response_id,
                 },
             )
@@ -183,13 +186,18 @@ class ChatTurn:
             if not isinstance(e, CllmError | ValueError):
                 logger.error("chat turn failed: %s", scrub(repr(e)))
             data = error_data(e, scrub)
-            if isinstance(e, StreamInterrupted):
-                data["response_id"] = await self._save(e.response)
+            partial = e.response if isinstance(e, StreamInterrupted) else None
+            if partial is None and stream is not None and saved is None and _has_output(stream.response):
+                partial = stream.response  # the reply broke, not the provider: keep what it said
+            if saved is None and partial is not None:
+                saved = await self._save(partial)
+            if saved is not None:
+                data["response_id"] = saved
             emit("error", data)
-            return e.response if isinstance(e, StreamInterrupted) else None
+            return partial
 
     async def _save(self, response: Response) -> str | None:
-        """Log the exchange; a store failure is logged and loses only the log, never the reply."""
+        """Log the exchange; a failure to save is logged and loses only the log, never the reply."""
         request = self.request
         try:
             logged = await run_in_threadpool(
@@ -202,8 +210,8 @@ class ChatTurn:
                 system=request.system,
                 options=request.options,
             )
-        except StoreError as e:
-            logger.error("could not save the response: %s", e)
+        except Exception as e:
+            logger.error("could not save the response: %s", self.service.scrubber(str(e)))
             return None
         return logged.id
 

@@ -12,8 +12,15 @@ The config file is TOML::
     port = 8000
     token = "..."
     cors_origins = ["http://localhost:3000"]
+    allowed_hosts = ["chat.example.org"]
     max_body = 1048576
     max_streams_per_client = 8
+    max_streams = 1000
+    max_websockets_per_client = 8
+    ws_idle_timeout = 300
+    first_token_timeout = 300
+    idle_timeout = 120
+    only_configured_models = false
     resume_ttl = 300
     db = "/path/to/cllm.db"
 
@@ -21,6 +28,7 @@ The config file is TOML::
     model = "openai/gpt-4o-mini"
     api_base = "http://localhost:4000/v1"
     api_key_env = "MY_PROVIDER_KEY"     # read the key from this environment variable
+    first_token_timeout = 900           # cllm's timeouts, per alias (0: none)
 """
 
 from __future__ import annotations
@@ -50,6 +58,15 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_MAX_STREAMS = 8
 DEFAULT_RESUME_TTL = 300.0
+DEFAULT_MAX_TOTAL_STREAMS = 1000
+DEFAULT_MAX_WEBSOCKETS = 8
+DEFAULT_WS_IDLE_TIMEOUT = 300.0
+# Reasoning models may think for minutes before their first token; a provider that has sent
+# nothing for that long, or stalls for two minutes mid-answer, is not coming back.
+DEFAULT_FIRST_TOKEN_TIMEOUT = 300.0
+DEFAULT_IDLE_TIMEOUT = 120.0
+TIMEOUTS = ("first_token_timeout", "idle_timeout")
+"""cllm's timeouts the server bounds by default (``total_timeout`` has no default)."""
 TOKEN_ENV = "CLLM_SERVER_TOKEN"
 
 _SECRET_NAME = re.compile(r"(?:^|_)(?:KEY|TOKEN|SECRET|PASSWORD)(?:$|_)", re.IGNORECASE)
@@ -103,36 +120,69 @@ class Scrubber:
         return cls([*found, *extra])
 
 
+_NOT_AVAILABLE = "model {!r} is not available on this server"
+
+
 @dataclass(frozen=True)
 class ModelTable:
-    """Model aliases from the config file; any other name goes to LiteLLM as it is."""
+    """Model aliases from the config file, which models clients may ask for, and the timeouts
+    every call gets. Any other name goes to LiteLLM as it is, unless ``only_configured``.
+
+    ``local/...`` models name files on the server's disk, so a client may use one only when the
+    config names it (an alias's model, or the default model).
+    """
 
     aliases: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     default: str | None = None
+    only_configured: bool = False
+    timeouts: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "first_token_timeout": DEFAULT_FIRST_TOKEN_TIMEOUT,
+            "idle_timeout": DEFAULT_IDLE_TIMEOUT,
+        }
+    )
+
+    def default_name(self) -> str | None:
+        """The config's default model, else cllm's (``$CLLM_MODEL``, its config, the local model)."""
+        if self.default:
+            return self.default
+        from cllm.config import default_model
+
+        return default_model()
 
     def names(self) -> list[str]:
         """The model names to list on ``/v1/models``: the aliases, then the default if not one."""
         names = list(self.aliases)
-        if self.default and self.default not in self.aliases:
-            names.append(self.default)
+        default = self.default_name()
+        if default and default not in self.aliases:
+            names.append(default)
         return names
 
     def choose(self, name: str | None) -> str:
-        """``name``, else the config's default model, else cllm's; `RequestError` (400) when none."""
+        """``name``, else the default model; `RequestError` when there is none (400) or a client
+        may not use it (404, the same answer whether or not such a file or model exists)."""
+        default = self.default_name()
         if not name:
-            name = self.default
-        if not name:
-            from cllm.config import default_model
-
-            name = default_model()
+            name = default
         if not name:
             raise RequestError(
                 400, "no model given and no default model configured", code="model_required", param="model"
             )
+        if not self._available(name, default):
+            raise RequestError(404, _NOT_AVAILABLE.format(name), code="model_not_found", param="model")
         return name
 
+    def _available(self, name: str, default: str | None) -> bool:
+        if name in self.aliases or name == default:
+            return True
+        if self.only_configured:
+            return False
+        if _is_local(name):
+            return any(str(alias.get("model")) == name for alias in self.aliases.values())
+        return True
+
     def resolve(self, name: str | None) -> tuple[str, dict[str, Any]]:
-        """The LiteLLM model and parameters for a requested model name (None: the default)."""
+        """The LiteLLM model and the alias's parameters for a requested model name (None: the default)."""
         name = self.choose(name)
         alias = self.aliases.get(name)
         if alias is None:
@@ -146,6 +196,26 @@ class ModelTable:
                 params["api_key"] = key
         return model, params
 
+    def call(self, name: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The LiteLLM model and every keyword for one call: the alias's parameters, then the
+        client's ``options``, with cllm's timeouts bounded.
+
+        Each timeout is the alias's value, else the server's; a client may ask for a shorter one,
+        never a longer one. A value of 0 (server or alias) means no bound.
+        """
+        model, params = self.resolve(name)
+        kwargs = {**params, **options}
+        for option in TIMEOUTS:
+            limit = float(params.get(option, self.timeouts.get(option, 0)))
+            asked = _seconds(options, option)
+            # A client may shorten the bound, not lengthen it.
+            bound = asked if limit <= 0 else limit if asked is None else min(asked, limit)
+            if bound is None:
+                kwargs.pop(option, None)
+            else:
+                kwargs[option] = bound
+        return model, kwargs
+
     def secrets(self) -> list[str]:
         """Every secret-looking parameter value in the aliases (and keys their ``api_key_env`` name)."""
         found = []
@@ -158,6 +228,20 @@ class ModelTable:
         return found
 
 
+def _is_local(model: str) -> bool:
+    provider, slash, _ = model.partition("/")
+    return bool(slash) and provider.strip().lower() == "local"
+
+
+def _seconds(options: Mapping[str, Any], name: str) -> float | None:
+    value = options.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise RequestError(400, f"{name!r} must be a positive number of seconds", param=name)
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything `create_app` needs. Build it with `Settings.load` from options and a config file."""
@@ -167,8 +251,12 @@ class Settings:
     token: str | None = None
     db: Path | None = None
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     max_body: int = DEFAULT_MAX_BODY
     max_streams_per_client: int = DEFAULT_MAX_STREAMS
+    max_streams: int = DEFAULT_MAX_TOTAL_STREAMS
+    max_websockets_per_client: int = DEFAULT_MAX_WEBSOCKETS
+    ws_idle_timeout: float = DEFAULT_WS_IDLE_TIMEOUT
     resume_ttl: float = DEFAULT_RESUME_TTL
     models: ModelTable = field(default_factory=ModelTable)
     log_level: str = "info"
@@ -183,10 +271,15 @@ class Settings:
             )
         if self.max_body < 1024:
             raise ConfigError("max_body must be at least 1024 bytes")
-        if self.max_streams_per_client < 1:
-            raise ConfigError("max_streams_per_client must be at least 1")
-        if self.resume_ttl <= 0:
-            raise ConfigError("resume_ttl must be positive")
+        for name in ("max_streams_per_client", "max_streams", "max_websockets_per_client"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("resume_ttl", "ws_idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        for name, value in self.models.timeouts.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be positive (or 0: no timeout)")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
 
@@ -215,18 +308,33 @@ class Settings:
         merged: dict[str, Any] = {**server, **opts}
         if "token" not in merged and os.environ.get(TOKEN_ENV):
             merged["token"] = os.environ[TOKEN_ENV]
-        models = _model_table(config)
         token = _opt_str(merged, "token")
         db = merged.get("db")
         try:
+            models = _model_table(
+                config,
+                only_configured=_bool(merged.get("only_configured_models", False), "only_configured_models"),
+                timeouts={
+                    "first_token_timeout": float(
+                        merged.get("first_token_timeout", DEFAULT_FIRST_TOKEN_TIMEOUT)
+                    ),
+                    "idle_timeout": float(merged.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
+                },
+            )
             settings = cls(
                 host=str(merged.get("host", DEFAULT_HOST)),
                 port=int(merged.get("port", DEFAULT_PORT)),
                 token=token,
                 db=Path(db).expanduser() if db else None,
-                cors_origins=tuple(_str_list(merged.get("cors_origins", ()))),
+                cors_origins=tuple(_str_list(merged.get("cors_origins", ()), "cors_origins")),
+                allowed_hosts=tuple(_str_list(merged.get("allowed_hosts", ()), "allowed_hosts")),
                 max_body=int(merged.get("max_body", DEFAULT_MAX_BODY)),
                 max_streams_per_client=int(merged.get("max_streams_per_client", DEFAULT_MAX_STREAMS)),
+                max_streams=int(merged.get("max_streams", DEFAULT_MAX_TOTAL_STREAMS)),
+                max_websockets_per_client=int(
+                    merged.get("max_websockets_per_client", DEFAULT_MAX_WEBSOCKETS)
+                ),
+                ws_idle_timeout=float(merged.get("ws_idle_timeout", DEFAULT_WS_IDLE_TIMEOUT)),
                 resume_ttl=float(merged.get("resume_ttl", DEFAULT_RESUME_TTL)),
                 models=models,
                 log_level=str(merged.get("log_level", "info")),
@@ -247,15 +355,27 @@ def _opt_str(values: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def _str_list(value: Any) -> list[str]:
+def _str_list(value: Any, name: str) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError("cors_origins must be a list of strings")
+        raise ConfigError(f"{name} must be a list of strings")
     return list(value)
 
 
-def _model_table(config: Mapping[str, Any]) -> ModelTable:
+def _is_seconds(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value >= 0
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false")
+    return value
+
+
+def _model_table(
+    config: Mapping[str, Any], *, only_configured: bool, timeouts: Mapping[str, float]
+) -> ModelTable:
     raw = config.get("models", {})
     if not isinstance(raw, dict):
         raise ConfigError("[models] must be a table of aliases")
@@ -263,8 +383,12 @@ def _model_table(config: Mapping[str, Any]) -> ModelTable:
     for alias, params in raw.items():
         if not isinstance(params, dict) or not isinstance(params.get("model"), str):
             raise ConfigError(f'[models.{alias}] needs model = "<provider>/<model>"')
+        for option in TIMEOUTS:
+            value = params.get(option)
+            if value is not None and not _is_seconds(value):
+                raise ConfigError(f"[models.{alias}] {option} must be a number of seconds (0: none)")
         aliases[alias] = dict(params)
     default = config.get("default_model")
     if default is not None and not isinstance(default, str):
         raise ConfigError("default_model must be a string")
-    return ModelTable(aliases, default or None)
+    return ModelTable(aliases, default or None, only_configured, dict(timeouts))

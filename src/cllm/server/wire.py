@@ -23,9 +23,10 @@ from cllm.core.events import (
 )
 from cllm.core.finish import FinishReason
 from cllm.core.response import Response, Usage
-from cllm.errors import CllmError, ProviderError, StreamInterrupted
+from cllm.errors import CllmError, ProviderError, StreamInterrupted, StreamTimeout
 
 __all__ = [
+    "DONE",
     "ChunkEncoder",
     "Scrub",
     "dumps",
@@ -35,6 +36,7 @@ __all__ = [
     "event_data",
     "openai_completion",
     "openai_finish_reason",
+    "partial_response",
     "scrubbed_response",
     "sse_frame",
     "usage_dict",
@@ -45,10 +47,28 @@ Scrub = Callable[[str], str]
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
+# Deeper than any value the server builds itself; a client's or model's deeper value is cut here.
+_MAX_DEPTH = 300
+_TOO_DEEP = "(nested too deeply)"
+
 
 def dumps(value: Any) -> str:
-    """Compact JSON; values JSON cannot hold become strings rather than failing the stream."""
-    return _encoder.encode(value)
+    """Compact JSON; values JSON cannot hold become strings, and values nested too deeply to encode
+    are cut (the part beyond the limit becomes a string) rather than failing the stream."""
+    try:
+        return _encoder.encode(value)
+    except RecursionError:
+        return _encoder.encode(_cut(value, _MAX_DEPTH))
+
+
+def _cut(value: Any, depth: int) -> Any:
+    if isinstance(value, dict | list | tuple):
+        if depth <= 0:
+            return _TOO_DEEP
+        if isinstance(value, dict):
+            return {k: _cut(v, depth - 1) for k, v in value.items()}
+        return [_cut(v, depth - 1) for v in value]
+    return value
 
 
 def sse_frame(event: str | None, data: str, event_id: int | None = None) -> bytes:
@@ -125,6 +145,8 @@ def error_data(exc: BaseException, scrub: Scrub | None = None) -> dict[str, Any]
     if isinstance(exc, ProviderError):
         kind = exc.kind or "provider_error"
         status = exc.status_code
+    elif isinstance(exc, StreamTimeout):
+        kind, status, response = "timeout", 504, exc.response
     elif isinstance(exc, StreamInterrupted):
         kind = "interrupted" if type(exc) is StreamInterrupted else type(exc).__name__
         response = exc.response
@@ -133,8 +155,10 @@ def error_data(exc: BaseException, scrub: Scrub | None = None) -> dict[str, Any]
     else:
         kind = "internal_error"
     data: dict[str, Any] = {"message": scrub(error_message(exc)), "kind": kind, "status_code": status}
+    if isinstance(exc, StreamTimeout):
+        data["timeout"] = exc.kind
     if response is not None:
-        data["response"] = scrubbed_response(response, scrub)
+        data["response"] = partial_response(response, scrub)
     return data
 
 
@@ -144,6 +168,15 @@ def scrubbed_response(response: Response, scrub: Scrub) -> dict[str, Any]:
     if data.get("error"):
         data["error"] = scrub(data["error"])
     return data
+
+
+def partial_response(response: Response, scrub: Scrub) -> dict[str, Any] | None:
+    """`scrubbed_response` for an error report, which must go out whatever happens: None when the
+    response cannot be turned into JSON."""
+    try:
+        return scrubbed_response(response, scrub)
+    except Exception:
+        return None
 
 
 # -- OpenAI ----------------------------------------------------------------------------------------
@@ -175,10 +208,22 @@ def _status_type(status: int) -> str:
     return "api_error"
 
 
-def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> bytes:
-    """OpenAI's error format: ``{"error": {"message", "type", "param", "code"}}``."""
-    body = {"error": {"message": message, "type": _status_type(status), "param": param, "code": code}}
+def error_body(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    type: str | None = None,
+) -> bytes:
+    """OpenAI's error format: ``{"error": {"message", "type", "param", "code"}}``; ``type`` is
+    taken from the status unless given (a provider's own type is passed on as it is)."""
+    body = {"error": {"message": message, "type": type or _status_type(status), "param": param, "code": code}}
     return dumps(body).encode()
+
+
+DONE = "data: [DONE]\n\n"
+"""The last frame of every OpenAI stream."""
 
 
 class ChunkEncoder:
@@ -202,17 +247,22 @@ class ChunkEncoder:
         self._usage_prefix = "data: " + head[:-1] + ',"choices":[],"usage":'
         self._tool_ids: dict[int, str] = {}
         self._sent_role = False
+        self.done = False
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> str:
         if not self._sent_role:
             self._sent_role = True
-            delta = {"role": "assistant", **delta}
+            delta = {"role": "assistant", "content": None, **delta}
         reason = "null" if finish_reason is None else f'"{finish_reason}"'
         return f'{self._prefix}{dumps(delta)},"logprobs":null,"finish_reason":{reason}}}]}}\n\n'
 
-    def first(self) -> bytes:
-        """The opening chunk with the assistant role, as OpenAI sends it."""
-        return self._chunk({"content": ""}).encode()
+    def first(self, event: Event | None) -> str:
+        """The opening chunk with the assistant role, as OpenAI sends it for the answer's first
+        event: ``"content": ""`` on a chunk of its own before text, nothing before a tool call or
+        reasoning (their own chunk carries the role, with ``"content": null``)."""
+        if isinstance(event, ToolCallStart | ToolCallDelta | ReasoningDelta):
+            return ""
+        return self._chunk({"content": ""})
 
     def encode(self, event: Event, response: Response | None = None) -> str:
         """The SSE text for one event ('' when it has nothing to send). For `Finish`, pass the final
@@ -239,12 +289,14 @@ class ChunkEncoder:
             usage = event.usage if response is None else response.usage
             if self.include_usage:
                 text += f"{self._usage_prefix}{dumps(usage_dict(usage) or usage_dict(Usage(0, 0, 0)))}}}\n\n"
-            return text + "data: [DONE]\n\n"
+            self.done = True
+            return text + DONE
         return ""
 
-    def error(self, status: int, message: str, code: str | None = None) -> bytes:
+    def error(self, status: int, message: str, code: str | None = None, type: str | None = None) -> str:
         """A mid-stream error, as OpenAI sends it (the openai client raises `APIError` on it)."""
-        return b"data: " + error_body(status, message, code=code) + b"\n\n"
+        self.done = True
+        return "data: " + error_body(status, message, code=code, type=type).decode() + "\n\n"
 
 
 def openai_completion(response: Response, model: str) -> dict[str, Any]:
