@@ -9,6 +9,11 @@ Starts bench/provider_server.py (a local OpenAI-compatible server on 127.0.0.1) 
   3. time from the provider's finish chunk to the last ToolCallEnd / final text (target <= 5 ms),
      and to the end of iteration
   4. time from breaking out of the loop to the server seeing the connection closed (target <= 100 ms)
+  5. the first call in a fresh process: longest stall of a 1 ms ticker already running on the loop
+     (target cllm <= 50 ms), against `import litellm` + `litellm.acompletion` made lazily on the loop
+  6. longest ticker stall during a 16,000-chunk tool-call stream with the garbage collector on, in a
+     fresh process, library defaults and with `gc.freeze()` after the import (what `cllm` and
+     `cllm serve` do), against raw litellm.acompletion
 Machines are noisy: read the ratios, not the absolute times. Each figure is the median of the rounds.
 """
 
@@ -243,6 +248,101 @@ def break_times(srv: Server, rounds: int) -> dict[str, float]:
     return {"cllm.stream": statistics.median(sync), "cllm.astream": statistics.median(asyn)}
 
 
+# -- 5, 6. fresh processes ------------------------------------------------------------------------
+
+CHILD = r"""
+import asyncio, gc, json, os, sys, time
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+who, base, model, freeze = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+MESSAGES = [{"role": "user", "content": "go"}]
+
+async def consume(first: bool) -> None:
+    if who == "cllm":
+        import cllm
+        async with cllm.astream(model, MESSAGES, api_base=base, api_key="sk-bench") as s:
+            async for _ in s:
+                pass
+    else:
+        import litellm  # lazily, on the loop: what a caller does without cllm
+        litellm.suppress_debug_info = True
+        resp = await litellm.acompletion(model=model, messages=MESSAGES, stream=True, api_base=base,
+                                         api_key="sk-bench", stream_options={"include_usage": True})
+        async for _ in resp:
+            pass
+
+async def main() -> None:
+    if not FIRST:
+        await consume(True)  # warm: import, HTTP client
+        if freeze:
+            gc.collect()
+            gc.freeze()
+    gaps, stop = [], False
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not stop:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0.05)
+    t = time.perf_counter()
+    await consume(False)
+    took = time.perf_counter() - t
+    stop = True
+    await task
+    print(json.dumps({"stall_ms": max(gaps) * 1e3, "took_s": took}))
+
+FIRST = model == "text-first"
+if FIRST:
+    model = "openai/text-20"
+asyncio.run(main())
+"""
+
+
+def child(srv: Server, who: str, model: str, freeze: bool = False) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, who, srv.base, model, "1" if freeze else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def fresh_process_stalls(srv: Server, rounds: int) -> None:
+    print("5. first call in a fresh process: longest ticker stall (ms) | time to the end of the stream (s)")
+    first = {who: [child(srv, who, "text-first") for _ in range(rounds)] for who in ("raw", "cllm")}
+    for who, label in (("raw", "raw import litellm + acompletion"), ("cllm", "cllm.astream")):
+        stall = statistics.median(r["stall_ms"] for r in first[who])
+        took = statistics.median(r["took_s"] for r in first[who])
+        print(f"   {label:36s} {stall:8.1f} | {took:6.2f}")
+    cllm_stall = statistics.median(r["stall_ms"] for r in first["cllm"])
+    raw_stall = statistics.median(r["stall_ms"] for r in first["raw"])
+    print(
+        f"   cllm / raw                          {cllm_stall / raw_stall:8.3f}x  (target cllm <= 50 ms)  "
+        f"{verdict(cllm_stall <= 50)}\n"
+    )
+    print("6. longest ticker stall (ms) during a 16,000-chunk tool-call stream, garbage collector on")
+    model = "openai/tool-16000"
+    rows = {
+        "raw litellm.acompletion": ("raw", False),
+        "cllm.astream": ("cllm", False),
+        "raw litellm.acompletion, gc.freeze()": ("raw", True),
+        "cllm.astream, gc.freeze()": ("cllm", True),
+    }
+    stalls16 = {
+        name: statistics.median(child(srv, who, model, freeze)["stall_ms"] for _ in range(rounds))
+        for name, (who, freeze) in rows.items()
+    }
+    for name, value in stalls16.items():
+        print(f"   {name:36s} {value:8.1f}")
+    base = stalls16["raw litellm.acompletion"]
+    print(f"   cllm / raw (defaults)               {stalls16['cllm.astream'] / base:8.3f}x")
+    print(f"   cllm, gc.freeze() / raw (defaults)  {stalls16['cllm.astream, gc.freeze()'] / base:8.3f}x")
+
+
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -253,10 +353,14 @@ def main() -> None:
     )
     parser.add_argument("--chunks", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only-fresh", action="store_true", help="only sections 5 and 6")
     args = parser.parse_args()
 
     with Server() as srv:
         print(f"local provider on {srv.base}; {args.chunks} chunks; median of {args.rounds} rounds\n")
+        if args.only_fresh:
+            fresh_process_stalls(srv, args.rounds)
+            return
 
         us = per_chunk(srv, args.chunks, args.rounds)
         print("1. µs per chunk")
@@ -297,6 +401,9 @@ def main() -> None:
         print("4. break out of the loop -> server sees the connection closed (ms)")
         for name, value in br.items():
             print(f"   {name:36s} {value:8.1f}  (target <= 100)  {verdict(value <= 100)}")
+        print()
+
+        fresh_process_stalls(srv, args.rounds)
 
 
 if __name__ == "__main__":

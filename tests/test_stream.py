@@ -411,3 +411,75 @@ async def test_litellm_success_callbacks_still_fire(replay_server: ReplayServer)
     assert len(logged) == 1
     assert logged[0].choices[0].message.content == "Hello"
     assert logged[0].usage.total_tokens == 13
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_no_retries_behind_the_callers_back(replay_server: ReplayServer, status: int) -> None:
+    replay_server.add(error_response(status, "overloaded", type="server_error", code=None), repeat=True)
+    with pytest.raises(cllm.ProviderError) as info:
+        cllm.complete(MODEL, "hi", **opts(replay_server))
+    assert info.value.status_code == status
+    assert len(replay_server.requests) == 1
+
+
+def test_provider_error_keeps_the_providers_type_and_code(replay_server: ReplayServer) -> None:
+    replay_server.add(error_response(401, "Incorrect API key provided: sk-test."))
+    with pytest.raises(cllm.ProviderError) as info:
+        cllm.complete(MODEL, "hi", **opts(replay_server))
+    assert (info.value.error_type, info.value.code) == ("invalid_request_error", "invalid_api_key")
+    assert info.value.kind == "AuthenticationError"
+
+
+def test_a_missing_key_is_a_401_naming_the_variable(
+    replay_server: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for stream in (True, False):
+        with pytest.raises(cllm.ProviderError) as info:
+            cllm.complete("openai/gpt-4o", "hi", api_base=replay_server.url + "/v1", stream=stream)
+        assert info.value.status_code == 401
+        assert "OPENAI_API_KEY" in info.value.message
+    assert replay_server.requests == []
+
+
+FIRST_CALL = r"""
+import asyncio, importlib.abc, json, sys, threading
+seen = {}
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "litellm":
+            seen["thread"] = threading.current_thread().name
+        return None
+
+sys.meta_path.insert(0, Watch())
+import cllm
+stream = cllm.astream("openai/gpt-4o", "hi", api_base=sys.argv[1], api_key="sk-test")
+seen["imported_by_astream"] = "litellm" in sys.modules
+
+async def main():
+    async with stream as s:
+        seen["text"] = "".join([t async for t in s.text_stream])
+    seen["loop_thread"] = threading.current_thread().name
+
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+
+def test_the_first_call_imports_litellm_off_the_event_loop(replay_server: ReplayServer) -> None:
+    import subprocess
+    import sys
+
+    replay_server.add(stream_response(text_pieces(["Hi"])))
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL, replay_server.url + "/v1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["imported_by_astream"] is False
+    assert seen["text"] == "Hi"
+    assert seen["thread"] == "cllm-import" != seen["loop_thread"]

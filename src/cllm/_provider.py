@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
+import importlib
 import json
 import os
 import re
@@ -55,6 +57,11 @@ def litellm() -> ModuleType:
     return _litellm
 
 
+# What LiteLLM's first call imports lazily, hundreds of milliseconds of it: tiktoken's encoding for
+# its token estimate, and the openai SDK's resources, on first use of a client.
+_FIRST_CALL_MODULES = ("litellm.litellm_core_utils.default_encoding", "openai.resources")
+
+
 def _import_litellm() -> ModuleType:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     # The import makes about a million objects. With the collector on, it runs full collections
@@ -64,6 +71,14 @@ def _import_litellm() -> ModuleType:
     gc.disable()
     try:
         import litellm as module
+
+        for name in _FIRST_CALL_MODULES:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
+        # Left young, these objects would all be scanned by the next collection on whatever
+        # thread comes next (about 200 ms holding the GIL): moved out of the collector's reach.
+        if os.environ.get("CLLM_GC_FREEZE", "1") != "0":
+            gc.freeze()
     finally:
         if collecting:
             gc.enable()

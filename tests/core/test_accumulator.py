@@ -1,6 +1,7 @@
 """The accumulator fed directly with core chunks: the quirks of real providers, one at a time."""
 
 import copy
+import json
 
 from cllm import (
     Finish,
@@ -208,3 +209,54 @@ def test_snapshot_while_streaming_has_no_finish_reason() -> None:
     r = acc.snapshot()
     assert (r.text, r.finish_reason) == ("so far", None)
     assert r.to_dict()["finish_reason"] is None
+
+
+def test_an_id_only_fragment_is_not_a_call() -> None:
+    events, acc = run(Chunk(text="Hi"), tc(0, id="call_x"), Chunk(finish_reason="stop"))
+    assert events == [TextDelta("Hi"), Finish(FinishReason.STOP, "stop", None)]
+    assert acc.snapshot().tool_calls == []
+    assert acc.snapshot().message() == {"role": "assistant", "content": "Hi"}
+
+
+def test_server_tool_calls_are_kept_apart_and_never_offered_to_run() -> None:
+    server = [
+        ToolCallChunk(0, "srvtoolu_1", "bash_code_execution", '{"comm', server=True),
+        ToolCallChunk(0, None, None, 'and": "ls"}', server=True),
+        ToolCallChunk(None, "srvtoolu_2", "text_editor_code_execution", "{}", server=True),
+    ]
+    events, acc = run(
+        *(Chunk(tool_calls=[fragment]) for fragment in server),
+        Chunk(text="Done."),
+        Chunk(finish_reason="end_turn"),
+    )
+    assert events == [TextDelta("Done."), Finish(FinishReason.STOP, "end_turn", None)]
+    r = acc.snapshot()
+    assert r.tool_calls == []
+    assert [(c.id, c.name, c.arguments) for c in r.server_tool_calls] == [
+        ("srvtoolu_1", "bash_code_execution", {"command": "ls"}),
+        ("srvtoolu_2", "text_editor_code_execution", {}),
+    ]
+    assert r.to_dict()["server_tool_calls"][0]["arguments_json"] == '{"command": "ls"}'
+
+
+def test_arguments_nested_too_deep_are_an_error_that_keeps_the_text() -> None:
+    deep = "[" * 3000 + "]" * 3000
+    events, acc = run(
+        tc(0, "call_1", "f", deep[:1500]), tc(0, None, None, deep[1500:]), Chunk(finish_reason="tool_calls")
+    )
+    end = next(e for e in events if isinstance(e, ToolCallEnd))
+    assert end.arguments is None and end.arguments_json == deep
+    assert end.error is not None and "nested deeper than 256 levels" in end.error
+    r = acc.snapshot()
+    assert r.tool_calls[0].arguments_json == deep
+    assert len(r.to_json()) > 6000  # serializable: the raw text, not the tree
+    assert r.finish_reason is FinishReason.TOOL_CALLS
+
+
+def test_arguments_nested_to_the_limit_parse_and_serialize() -> None:
+    text = '{"a": ' * 255 + "1" + "}" * 255
+    events, acc = run(tc(0, "call_1", "f", text), Chunk(finish_reason="tool_calls"))
+    end = next(e for e in events if isinstance(e, ToolCallEnd))
+    assert end.error is None
+    r = acc.snapshot()
+    assert json.loads(r.to_json())["tool_calls"][0]["arguments"] == json.loads(text)

@@ -384,3 +384,15 @@ def test_agrees_with_json_loads_on_arbitrary_text(text: str) -> None:
         assert json.dumps(value) == json.dumps(expected)  # also compares NaN and int/float
     if parser.done:
         assert expected is not PartialJsonError
+
+
+def test_nesting_deeper_than_the_limit_is_an_error() -> None:
+    from cllm.core.partial_json import MAX_DEPTH, PartialJsonError
+
+    parser = PartialJsonParser()
+    assert parser.feed("[" * MAX_DEPTH) is not None
+    with pytest.raises(PartialJsonError, match="nested deeper than"):
+        parser.feed("[")
+    assert PartialJsonParser(max_depth=2).feed('{"a": [1]}') == {"a": [1]}
+    with pytest.raises(PartialJsonError):
+        PartialJsonParser(max_depth=2).feed('{"a": [{')
