@@ -133,11 +133,12 @@ ServerFactory = Callable[..., Running]
 
 @pytest.fixture
 def make_server(tmp_path: Path, replay_server: ReplayServer) -> Iterator[ServerFactory]:
-    """Start a server with options (token, max_body, max_streams_per_client, resume_ttl, cors_origins)."""
+    """Start a server with options (token, max_body, max_streams_per_client, resume_ttl, cors_origins...);
+    ``config_extra`` is appended to the config file (after the ``[models.test]`` alias)."""
     started: list[tuple[Running, threading.Thread]] = []
 
-    def make(**options: Any) -> Running:
-        config = write_config(tmp_path / f"config{len(started)}.toml", replay_server)
+    def make(config_extra: str = "", **options: Any) -> Running:
+        config = write_config(tmp_path / f"config{len(started)}.toml", replay_server, config_extra)
         options.setdefault("db", str(tmp_path / "cllm.db"))
         settings = Settings.load(options, config)
         running, thread = start_server(settings)

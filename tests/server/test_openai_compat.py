@@ -149,7 +149,9 @@ def test_bad_requests(server: Running) -> None:
         c.chat.completions.create(model="test", messages=[])
     assert caught.value.body["message"] == "'messages' must be a non-empty list"  # type: ignore[index]
     r = httpx.post(
-        server.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        server.url + "/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
     )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 

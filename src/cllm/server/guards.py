@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -161,9 +161,10 @@ def _token_from(scope: Scope) -> bytes | None:
             return credentials.strip()
     if scope["type"] == "websocket":
         # Browsers cannot set headers on a WebSocket handshake.
-        values = parse_qs(bytes(scope.get("query_string", b""))).get(b"token")
-        if values:
-            return values[0]
+        for pair in bytes(scope.get("query_string", b"")).split(b"&"):
+            name, _, value = pair.partition(b"=")
+            if name == b"token":
+                return unquote_to_bytes(value.replace(b"+", b" "))
     return None
 
 
