@@ -195,9 +195,28 @@ def load(name: str) -> LoadedModel:
         return model
 
 
+def _has_amx() -> bool:
+    try:
+        return "amx_tile" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def _open(llama_cpp: ModuleType, path: Path) -> Any:
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+    if _has_amx() and os.environ.get("CLLM_LLAMA_EXTRA_BUFFERS") != "1":
+        # llama.cpp's AMX matrix kernels (an "extra buffer type", chosen on CPUs that report AMX)
+        # crash the process on such CPUs under some hypervisors: the plain CPU kernels instead.
+        def params() -> Any:
+            out = defaults()
+            out.use_extra_bufts = False
+            return out
+
+        llama_cpp.llama_cpp.llama_model_default_params = params
     try:
         # swa_full=False: Gemma's sliding-window layers keep only their window (less memory).
         return llama_cpp.Llama(str(path), n_ctx=CONTEXT_TOKENS, swa_full=False, verbose=False)
     except (ValueError, RuntimeError, OSError) as exc:
         raise LocalModelError(f"could not load {path}: not a valid GGUF model file ({exc})") from exc
+    finally:
+        llama_cpp.llama_cpp.llama_model_default_params = defaults
