@@ -80,6 +80,24 @@ def tool_chunks() -> list[dict[str, Any]]:
     return chunks
 
 
+def text_then_tool_chunks() -> list[dict[str, Any]]:
+    """ "Hi", then the tool call of `tool_chunks`."""
+    return [chunk({"role": "assistant", "content": "Hi"}), *tool_chunks()]
+
+
+def feed_failing_on_tool_calls(feed: Callable[..., Any]) -> Callable[..., Any]:
+    """``StreamAccumulator.feed`` raising RecursionError on tool calls, as tool-call arguments
+    nested thousands of levels deep once made it do: a failure inside a running stream that is
+    no `cllm.CllmError`."""
+
+    def failing(self: Any, chunk: Any) -> Any:
+        if chunk.tool_calls:
+            raise RecursionError("maximum recursion depth exceeded")
+        return feed(self, chunk)
+
+    return failing
+
+
 @dataclass
 class Running:
     url: str

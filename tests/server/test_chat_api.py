@@ -7,11 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from support.replay_server import ReplayServer, sse_events, stream_response
 
+from cllm.core.accumulator import StreamAccumulator
+from cllm.core.response import Response
 from cllm.store import ConversationStore
 
-from .conftest import Running, read_sse, sse_body, text_chunks, text_stream, tool_chunks
+from .conftest import (
+    Running,
+    feed_failing_on_tool_calls,
+    read_sse,
+    sse_body,
+    text_chunks,
+    text_stream,
+    text_then_tool_chunks,
+    tool_chunks,
+)
 
 
 def chat(server: Running, body: dict[str, Any], **kwargs: Any) -> list[tuple[str | None, str, Any]]:
@@ -228,3 +240,51 @@ def test_resume_ttl_bounds_generation_and_memory(make_server: Any, provider: Rep
     assert events[-1][1] == "error" and events[-1][2]["kind"] == "cancelled"
     time.sleep(0.7)
     assert httpx.get(server.url + f"/api/streams/{stream_id}").status_code == 404
+
+
+def test_resume_when_the_client_has_everything_is_204(server: Running, provider: ReplayServer) -> None:
+    provider.add(text_stream(["a", "b"]))
+    events = chat(server, {"content": "go"})
+    stream_id, last_id = events[0][2]["stream_id"], events[-1][0]
+    assert last_id == "3"
+    url = server.url + f"/api/streams/{stream_id}"
+    # An EventSource reconnecting after the end gets 204, which tells it to stop.
+    r = httpx.get(url, headers={"Last-Event-ID": last_id})
+    assert r.status_code == 204 and r.content == b""
+    r = httpx.get(url, headers={"Last-Event-ID": "2"})
+    assert r.status_code == 200 and [kind for _, kind, _ in read_sse(r)] == ["stream", "finish"]
+    for beyond in ("4", "99"):
+        r = httpx.get(url, headers={"Last-Event-ID": beyond})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "event_id_out_of_range"
+        assert "beyond" in r.json()["error"]["message"]
+    assert httpx.get(url + "?last_event_id=-1").status_code == 400
+
+
+def test_failure_inside_the_stream_is_reported_and_saved(
+    server: Running, provider: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(StreamAccumulator, "feed", feed_failing_on_tool_calls(StreamAccumulator.feed))
+    provider.add(stream_response(sse_events(sse_body(text_then_tool_chunks()))))
+    events = chat(server, {"content": "go"})
+    assert [kind for _, kind, _ in events] == ["stream", "text-delta", "error"]
+    error = events[-1][2]
+    assert error["kind"] == "internal_error" and error["response_id"]
+    with store_of(server) as store:
+        logged = store.get_response(error["response_id"])
+    assert logged is not None and logged.text == "Hi" and logged.interrupted
+
+
+def test_reply_that_cannot_be_encoded_is_saved_and_reported(
+    server: Running, provider: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unencodable(self: Response) -> dict[str, Any]:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(Response, "to_dict", unencodable)
+    provider.add(text_stream(["kept"]))
+    events = chat(server, {"content": "go"})
+    assert events[-1][1] == "error"
+    error = events[-1][2]
+    with store_of(server) as store:
+        logged = store.get_response(error["response_id"])
+    assert logged is not None and logged.text == "kept"

@@ -11,7 +11,18 @@ import openai
 import pytest
 from support.replay_server import ReplayServer, error_response, json_response, sse_events, stream_response
 
-from .conftest import PROVIDER_KEY, Running, sse_body, text_stream, tool_chunks
+from cllm.core.accumulator import StreamAccumulator
+
+from .conftest import (
+    PROVIDER_KEY,
+    Running,
+    ServerFactory,
+    feed_failing_on_tool_calls,
+    sse_body,
+    text_stream,
+    text_then_tool_chunks,
+    tool_chunks,
+)
 
 
 def client(server: Running) -> openai.OpenAI:
@@ -200,3 +211,84 @@ def test_disconnect_closes_upstream_within_100ms(server: Running, provider: Repl
     provider_closed = exchange.wait_client_closed(timeout=2.0)
     assert provider_closed - closed_at < 0.1
     assert exchange.closed_early
+
+
+def raw_chunks(text: str) -> list[dict]:
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+
+
+def test_tool_call_answer_opens_with_null_content(server: Running, provider: ReplayServer) -> None:
+    provider.add(stream_response(sse_events(sse_body(tool_chunks()))))
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "test", "messages": [{"role": "user", "content": "weather?"}], "stream": True},
+    )
+    first = raw_chunks(r.text)[0]["choices"][0]["delta"]
+    assert first["role"] == "assistant" and first["content"] is None
+    assert first["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
+def test_provider_error_type_and_code_are_kept(server: Running, provider: ReplayServer) -> None:
+    provider.add(
+        error_response(
+            401, "Incorrect API key provided", type="invalid_request_error", code="invalid_api_key"
+        ),
+        error_response(429, "slow down", type="requests", code="rate_limit_exceeded"),
+    )
+    for stream in (True, False):
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"model": "test", "messages": [{"role": "user", "content": "hi"}], "stream": stream},
+        )
+        error = r.json()["error"]
+        if stream:
+            assert r.status_code == 401
+            assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
+        else:
+            assert r.status_code == 429
+            assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded")
+
+
+def test_dropped_provider_is_502(server: Running, provider: ReplayServer) -> None:
+    provider.add(
+        stream_response([b'{"id": "x"'], content_type="application/json", reset_after=0),
+        stream_response(sse_events(sse_body(tool_chunks())), reset_after=0),
+    )
+    for stream in (False, True):
+        r = httpx.post(
+            server.url + "/v1/chat/completions",
+            json={"model": "test", "messages": [{"role": "user", "content": "hi"}], "stream": stream},
+        )
+        assert r.status_code == 502, (stream, r.text)
+        assert r.json()["error"]["type"] == "api_error"
+
+
+def test_missing_provider_key_is_401_naming_the_variable(
+    make_server: ServerFactory, provider: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = make_server(
+        config_extra=f'[models.nokey]\nmodel = "openai/gpt-test"\napi_base = "{provider.url}/v1"\n'
+    )
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client(server).chat.completions.create(model="nokey", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 401
+    assert "OPENAI_API_KEY" in caught.value.message
+    assert provider.requests == []
+
+
+def test_failure_while_encoding_ends_with_an_error_chunk_and_done(
+    server: Running, provider: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What tool-call arguments nested thousands of levels deep once did in the core.
+    monkeypatch.setattr(StreamAccumulator, "feed", feed_failing_on_tool_calls(StreamAccumulator.feed))
+    provider.add(stream_response(sse_events(sse_body(text_then_tool_chunks()))))
+    r = httpx.post(
+        server.url + "/v1/chat/completions",
+        json={"model": "test", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+    )
+    assert r.status_code == 200
+    chunks = raw_chunks(r.text)
+    assert chunks[1]["choices"][0]["delta"]["content"] == "Hi"
+    assert chunks[-1]["error"]["message"] == "internal error: RecursionError"
+    assert r.text.endswith("data: [DONE]\n\n")

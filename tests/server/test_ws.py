@@ -11,6 +11,8 @@ from support.replay_server import ReplayServer, error_response
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from cllm.core.response import Response
+
 from .conftest import Running, ServerFactory, text_stream
 
 
@@ -99,5 +101,21 @@ def test_token_required_on_the_handshake(make_server: ServerFactory, provider: R
         ws.send(json.dumps({"type": "message", "content": "hi"}))
         assert receive_until(ws, "done", "error")[-1]["type"] == "done"
     with connect(server.ws_url, additional_headers={"Authorization": "Bearer s3cret-token"}) as ws:
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=5))["type"] == "pong"
+
+
+def test_failure_inside_a_reply_ends_it_with_an_error_and_keeps_the_socket(
+    server: Running, provider: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unencodable(self: Response) -> dict[str, Any]:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(Response, "to_dict", unencodable)
+    provider.add(text_stream(["kept"]))
+    with connect(server.ws_url) as ws:
+        ws.send(json.dumps({"type": "message", "content": "go"}))
+        messages = receive_until(ws, "done", "error")
+        assert messages[-1]["type"] == "error" and messages[-1]["response_id"]
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.recv(timeout=5))["type"] == "pong"

@@ -47,6 +47,36 @@ _KIND_STATUS = {
 # Whatever status LiteLLM gives these (500 for a dropped connection, 408 for its own timeout),
 # the client's request is fine: the provider could not be reached, or did not answer in time.
 _GATEWAY_STATUS = {"APIConnectionError": 502, "Timeout": 504}
+# What those look like further down the chain, where LiteLLM reports a dropped connection as an
+# InternalServerError (its non-streaming calls do).
+_CAUSE_KIND = {
+    "APIConnectionError": "APIConnectionError",
+    "ClientConnectionError": "APIConnectionError",
+    "ClientPayloadError": "APIConnectionError",
+    "ServerDisconnectedError": "APIConnectionError",
+    "ConnectError": "APIConnectionError",
+    "ReadError": "APIConnectionError",
+    "RemoteProtocolError": "APIConnectionError",
+    "APITimeoutError": "Timeout",
+    "TimeoutException": "Timeout",
+    "ReadTimeout": "Timeout",
+    "ConnectTimeout": "Timeout",
+}
+
+
+def failure_kind(exc: ProviderError) -> str | None:
+    """LiteLLM's kind of failure, or the gateway kind (a dropped connection, a timeout) found in
+    the exception's causes when LiteLLM gave it another name."""
+    if exc.kind in _GATEWAY_STATUS:
+        return exc.kind
+    cause: BaseException | None = exc.__cause__
+    for _ in range(10):
+        if cause is None:
+            break
+        if (found := _CAUSE_KIND.get(type(cause).__name__)) is not None:
+            return found
+        cause = cause.__cause__ or cause.__context__
+    return exc.kind
 
 
 def error_status(exc: BaseException) -> int:
@@ -54,14 +84,25 @@ def error_status(exc: BaseException) -> int:
     if isinstance(exc, StreamTimeout):
         return 504
     if isinstance(exc, ProviderError):
-        if exc.kind in _GATEWAY_STATUS:
-            return _GATEWAY_STATUS[exc.kind]
+        kind = failure_kind(exc)
+        if kind in _GATEWAY_STATUS:
+            return _GATEWAY_STATUS[kind]
         if exc.status_code and 400 <= exc.status_code < 600:
             return exc.status_code
-        return _KIND_STATUS.get(exc.kind or "", 502)
+        return _KIND_STATUS.get(kind or "", 502)
     if isinstance(exc, ValueError):
         return 400
     return 500 if not isinstance(exc, CllmError) else 502
+
+
+def _error_fields(exc: BaseException) -> tuple[int, str | None, str | None]:
+    """(status, code, type) of an OpenAI error body for a failed call: the provider's own code
+    and type when it sent them, else LiteLLM's kind of failure as the code."""
+    if isinstance(exc, ProviderError):
+        return error_status(exc), exc.code or failure_kind(exc), exc.error_type
+    if isinstance(exc, StreamTimeout):
+        return error_status(exc), f"{exc.kind}_timeout", None
+    return error_status(exc), None, None
 
 
 def parse_completion_request(
@@ -98,17 +139,12 @@ class OpenAIRoutes:
 
     def _error(self, exc: BaseException) -> Response:
         """A failed call in OpenAI's format, keeping the provider's own error type and code."""
-        status = error_status(exc)
-        code = getattr(exc, "code", None) or getattr(exc, "kind", None)
-        return error_response(
-            status, self.scrub(error_message(exc)), code=code, type=getattr(exc, "error_type", None)
-        )
+        status, code, kind = _error_fields(exc)
+        return error_response(status, self.scrub(error_message(exc)), code=code, type=kind)
 
     def _error_chunk(self, encoder: ChunkEncoder, exc: BaseException) -> str:
-        status = error_status(exc)
-        code = getattr(exc, "code", None) or getattr(exc, "kind", None)
-        message = self.scrub(error_message(exc))
-        return encoder.error(status, message, code=code, type=getattr(exc, "error_type", None))
+        status, code, kind = _error_fields(exc)
+        return encoder.error(status, self.scrub(error_message(exc)), code=code, type=kind)
 
     async def chat_completions(self, request: Request) -> Response:
         client = client_key(request.scope)
