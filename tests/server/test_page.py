@@ -7,9 +7,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page
-from support.replay_server import ReplayServer
+from support.replay_server import ReplayServer, stream_response
 
 from .conftest import Running, ServerFactory, text_stream
 
@@ -126,3 +127,82 @@ def test_page_asks_for_the_token(page: Page, make_server: ServerFactory, provide
     reply = page.locator('.message.assistant[data-state="done"]')
     reply.wait_for(timeout=10000)
     assert reply.locator(".body").inner_text().strip() == "hello"
+
+
+RENDER = """(text) => {
+  const started = performance.now();
+  const fragment = window.renderMarkdown(text);
+  const elapsed = performance.now() - started;
+  const box = document.createElement("div");
+  box.append(fragment);
+  return {elapsed, html: box.innerHTML.length, text: box.textContent.length};
+}"""
+
+PATHOLOGICAL = {
+    "backticks": "see " + "`" * 3000,
+    "backtick runs": "`` ` " * 3000,
+    "open brackets": "[" * 20000,
+    "links without a url": "[a](x " * 5000 + ")",
+    "stars": "*a " * 10000,
+    "unclosed strong": "** a" * 5000,
+    "underscores": "_a" * 10000,
+    "urls": "http://" * 5000,
+    "fence with spaces": "```" + " " * 20000 + "x y",
+    "heading": "# a" + " " * 20000 + "#" * 20000 + "x",
+    "long list item": "- item\n" + "  more\n" * 5000,
+}
+
+
+@pytest.mark.parametrize("name", PATHOLOGICAL)
+def test_markdown_renders_pathological_text_in_linear_time(page: Page, server: Running, name: str) -> None:
+    page.goto(server.url + "/")
+    text = PATHOLOGICAL[name]
+    result = page.evaluate(RENDER, text)
+    # The old regular expression took 4.4 s on the 3,000 backticks alone.
+    assert result["elapsed"] < 500, (name, result)
+    assert result["text"] > 0
+
+
+def test_markdown_spans(page: Page, server: Running) -> None:
+    page.goto(server.url + "/")
+    html = page.evaluate(
+        """(text) => { const box = document.createElement("div");
+        box.append(window.renderMarkdown(text)); return box.innerHTML; }""",
+        "``a`b`` and `x` **b _c_** ~~d~~ *e* snake_case_name [t](https://e.org/p) http://x.org/a.\n"
+        "# Title ##\n```py\ncode\n```",
+    )
+    assert "<code>a`b</code>" in html and "<code>x</code>" in html
+    assert "<strong>b <em>c</em></strong>" in html and "<del>d</del>" in html and "<em>e</em>" in html
+    assert "snake_case_name" in html
+    assert html.count("<a ") == 2 and 'href="http://x.org/a"' in html and "</a>." in html
+    assert "<h1>Title</h1>" in html and 'data-lang="py"' in html
+
+
+def test_another_origin_cannot_drive_the_server(page: Page, server: Running, provider: ReplayServer) -> None:
+    # A page on another origin (another port of this machine), with no CSP of its own.
+    evil = ReplayServer()
+    evil.add(stream_response(b"<!doctype html><title>evil</title>", content_type="text/html"), repeat=True)
+    with evil:
+        page.goto(evil.url + "/")
+        outcome = page.evaluate(
+            """async (target) => {
+              const result = {};
+              try {
+                await fetch(target + "/api/chat", {method: "POST", mode: "no-cors",
+                  headers: {"content-type": "text/plain"}, body: JSON.stringify({content: "hi"})});
+                result.fetch = "sent";
+              } catch (e) { result.fetch = "failed"; }
+              result.ws = await new Promise((resolve) => {
+                const ws = new WebSocket(target.replace("http", "ws") + "/ws");
+                ws.onopen = () => { ws.close(); resolve("open"); };
+                ws.onerror = () => resolve("refused");
+              });
+              return result;
+            }""",
+            server.url,
+        )
+    assert outcome["ws"] == "refused"
+    time.sleep(0.2)
+    assert provider.requests == []  # the chat never ran
+    conversations = httpx.get(server.url + "/api/conversations").json()["conversations"]
+    assert conversations == []

@@ -16,38 +16,162 @@
   }
 
   // Inline spans: `code`, **strong**, *em* / _em_, ~~del~~, [text](url), bare http(s) URLs.
-  const INLINE = /(`+)([\s\S]*?[^`])\1(?!`)|\*\*([\s\S]+?)\*\*|__([\s\S]+?)__|~~([\s\S]+?)~~|\*([^*\s][^*]*?)\*|(^|[^\w])_([^_\s][^_]*?)_(?!\w)|\[([^\]]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])/;
+  //
+  // A hand-written scanner rather than one big regular expression: model output is untrusted,
+  // and backtracking on runs of backticks or unclosed brackets made such an expression take
+  // seconds on a few thousand characters. Every search for a closing delimiter goes through
+  // `Closers`, which never scans the same stretch of text twice, so rendering is linear.
+  const WORD = /[A-Za-z0-9_]/;
+  const URL_CHAR = /[^\s<>()]/;
+  const URL_END = /[^\s<>().,;:!?'"]/;
+  const SPACE = /\s/g;
+
+  class Closers {
+    constructor(text) {
+      this.text = text;
+      this.cache = new Map(); // token -> [searched from, found at]
+      this.runs = null;
+    }
+
+    // The first index >= from where token occurs, or -1.
+    next(token, from) {
+      const hit = this.cache.get(token);
+      if (hit && hit[0] <= from && (hit[1] === -1 || hit[1] >= from)) return hit[1];
+      const at = this.text.indexOf(token, from);
+      this.cache.set(token, [from, at]);
+      return at;
+    }
+
+    // The first whitespace character at or after from, or -1.
+    nextSpace(from) {
+      const hit = this.cache.get(SPACE);
+      if (hit && hit[0] <= from && (hit[1] === -1 || hit[1] >= from)) return hit[1];
+      SPACE.lastIndex = from;
+      const m = SPACE.exec(this.text);
+      const at = m ? m.index : -1;
+      this.cache.set(SPACE, [from, at]);
+      return at;
+    }
+
+    // The start of the first run of exactly `length` backticks at or after `from`, or -1.
+    nextRun(length, from) {
+      if (!this.runs) {
+        this.runs = new Map(); // length -> {starts, position}
+        const re = /`+/g;
+        let m;
+        while ((m = re.exec(this.text))) {
+          let entry = this.runs.get(m[0].length);
+          if (!entry) this.runs.set(m[0].length, (entry = { starts: [], position: 0 }));
+          entry.starts.push(m.index);
+        }
+      }
+      const entry = this.runs.get(length);
+      if (!entry) return -1;
+      while (entry.position < entry.starts.length && entry.starts[entry.position] < from) entry.position++;
+      return entry.position < entry.starts.length ? entry.starts[entry.position] : -1;
+    }
+  }
+
+  function runLength(text, i, ch) {
+    let j = i;
+    while (text[j] === ch) j++;
+    return j - i;
+  }
+
+  // Each returns [end, node] for a span starting at i, or null.
+  function codeSpan(text, i, length, closers) {
+    const close = closers.nextRun(length, i + length);
+    if (close < 0) return null;
+    const code = text.slice(i + length, close).replace(/^ (.*) $/, "$1");
+    return [close + length, el("code", [code])];
+  }
+
+  function delimited(text, i, token, tag, closers) {
+    if (!text.startsWith(token, i)) return null;
+    const close = closers.next(token, i + token.length + 1);
+    if (close < 0) return null;
+    return [close + token.length, el(tag, inline(text.slice(i + token.length, close)))];
+  }
+
+  function emphasis(text, i, ch, closers, boundary) {
+    const first = text[i + 1];
+    if (first === undefined || first === ch || /\s/.test(first)) return null;
+    if (ch === "_" && !boundary) return null;
+    const close = closers.next(ch, i + 2);
+    if (close < 0) return null;
+    if (ch === "_" && WORD.test(text[close + 1] || "")) return null;
+    return [close + 1, el("em", inline(text.slice(i + 1, close)))];
+  }
+
+  function linkSpan(text, i, closers, tails) {
+    const close = closers.next("]", i + 1);
+    if (close <= i + 1 || text[close + 1] !== "(") return null;
+    // Every "[" before this "]" shares its "(url)": look at it once.
+    if (!tails.has(close)) {
+      const end = closers.next(")", close + 2);
+      const space = closers.nextSpace(close + 2);
+      const valid = end > close + 2 && (space < 0 || space > end);
+      tails.set(close, valid ? [end, text.slice(close + 2, end)] : null);
+    }
+    const tail = tails.get(close);
+    if (!tail) return null;
+    const [end, url] = tail;
+    return [end + 1, link(url, inline(text.slice(i + 1, close)), text.slice(i, end + 1))];
+  }
+
+  function bareUrl(text, i) {
+    const scheme = text.startsWith("https://", i) ? 8 : text.startsWith("http://", i) ? 7 : 0;
+    if (!scheme) return null;
+    let end = i + scheme;
+    while (end < text.length && URL_CHAR.test(text[end])) end++;
+    while (end > i + scheme + 1 && !URL_END.test(text[end - 1])) end--;
+    if (end < i + scheme + 2 || !URL_END.test(text[end - 1])) return null;
+    const url = text.slice(i, end);
+    return [end, link(url, [url], url)];
+  }
 
   function inline(text) {
     const out = [];
-    let rest = text;
-    while (rest) {
-      const m = INLINE.exec(rest);
-      if (!m) {
-        out.push(...lineBreaks(rest));
-        break;
+    const closers = new Closers(text);
+    const tails = new Map();
+    let plain = 0; // where the text not yet output starts
+    let i = 0;
+    while (i < text.length) {
+      const c = text[i];
+      const boundary = i === plain || !WORD.test(text[i - 1]);
+      let span = null;
+      if (c === "`") {
+        const length = runLength(text, i, "`");
+        span = codeSpan(text, i, length, closers);
+        if (!span) {
+          i += length; // no closing run of the same length: the whole run is text
+          continue;
+        }
+      } else if (c === "*") {
+        span = delimited(text, i, "**", "strong", closers) || emphasis(text, i, "*", closers, boundary);
+      } else if (c === "_") {
+        span = delimited(text, i, "__", "strong", closers) || emphasis(text, i, "_", closers, boundary);
+      } else if (c === "~") {
+        span = delimited(text, i, "~~", "del", closers);
+      } else if (c === "[") {
+        span = linkSpan(text, i, closers, tails);
+      } else if (c === "h") {
+        span = bareUrl(text, i);
       }
-      let start = m.index;
-      if (m[8] !== undefined) start += m[7].length; // _em_ keeps the character before it
-      if (start > 0) out.push(...lineBreaks(rest.slice(0, start)));
-      if (m[1] !== undefined) {
-        out.push(el("code", [m[2].replace(/^ (.*) $/, "$1")]));
-      } else if (m[3] !== undefined || m[4] !== undefined) {
-        out.push(el("strong", inline(m[3] !== undefined ? m[3] : m[4])));
-      } else if (m[5] !== undefined) {
-        out.push(el("del", inline(m[5])));
-      } else if (m[6] !== undefined) {
-        out.push(el("em", inline(m[6])));
-      } else if (m[8] !== undefined) {
-        out.push(el("em", inline(m[8])));
-      } else if (m[9] !== undefined) {
-        out.push(link(m[10], inline(m[9]), m[0]));
-      } else if (m[11] !== undefined) {
-        out.push(link(m[11], [m[11]], m[11]));
+      if (!span) {
+        i++;
+        continue;
       }
-      rest = rest.slice(m.index + m[0].length);
+      if (i > plain) appendAll(out, lineBreaks(text.slice(plain, i)));
+      out.push(span[1]);
+      i = plain = span[0];
     }
+    if (plain < text.length) appendAll(out, lineBreaks(text.slice(plain)));
     return out;
+  }
+
+  function appendAll(target, items) {
+    for (const item of items) target.push(item);
   }
 
   function link(url, children, source) {
@@ -69,12 +193,21 @@
     return out;
   }
 
-  const FENCE = /^\s{0,3}(```+|~~~+)\s*([\w+#.-]*)\s*$/;
-  const HEADING = /^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/;
+  // Patterns with one way to match each line (no nested or adjacent quantifiers that overlap).
+  const FENCE = /^\s{0,3}(```+|~~~+)(.*)$/;
+  const FENCE_INFO = /^[\w+#.-]*$/;
+  const HEADING = /^\s{0,3}(#{1,6})\s+(.*)$/;
   const RULE = /^\s{0,3}([-*_])(\s*\1){2,}\s*$/;
   const BULLET = /^(\s*)([-*+])\s+(.*)$/;
   const ORDERED = /^(\s*)(\d{1,9})[.)]\s+(.*)$/;
   const QUOTE = /^\s{0,3}>\s?(.*)$/;
+
+  // "Title ##" -> "Title".
+  function withoutClosingHashes(text) {
+    let end = text.trimEnd().length;
+    while (end > 0 && text[end - 1] === "#") end--;
+    return text.slice(0, end).trimEnd();
+  }
 
   // Render markdown text into a DocumentFragment. An unterminated code fence (a stream still
   // arriving) is shown as a code block up to the end.
@@ -94,7 +227,7 @@
     while (i < lines.length) {
       const line = lines[i];
       let m;
-      if ((m = FENCE.exec(line))) {
+      if ((m = FENCE.exec(line)) && FENCE_INFO.test(m[2].trim())) {
         flush();
         const fence = m[1];
         const code = [];
@@ -102,7 +235,7 @@
         while (i < lines.length && !lines[i].trim().startsWith(fence)) code.push(lines[i++]);
         i++;
         const codeEl = el("code", [code.join("\n")]);
-        if (m[2]) codeEl.dataset.lang = m[2];
+        if (m[2].trim()) codeEl.dataset.lang = m[2].trim();
         fragment.append(el("pre", [codeEl]));
         continue;
       }
@@ -113,7 +246,7 @@
       }
       if ((m = HEADING.exec(line))) {
         flush();
-        fragment.append(el("h" + m[1].length, inline(m[2])));
+        fragment.append(el("h" + m[1].length, inline(withoutClosingHashes(m[2]))));
         i++;
         continue;
       }
@@ -142,21 +275,20 @@
           const first = parseInt(ORDERED.exec(line)[2], 10);
           if (first !== 1) list.start = first;
         }
-        let item = null;
+        const items = [];
         while (i < lines.length) {
           const current = lines[i];
           if ((m = pattern.exec(current))) {
-            item = [m[3]];
-            list.append(el("li"));
+            items.push([m[3]]);
             i++;
-          } else if (item && current.trim() && /^\s+/.test(current)) {
-            item.push(current.trim());
+          } else if (items.length && current.trim() && /^\s+/.test(current)) {
+            items[items.length - 1].push(current.trim());
             i++;
           } else {
             break;
           }
-          list.lastChild.replaceChildren(...inline(item.join("\n")));
         }
+        for (const item of items) list.append(el("li", inline(item.join("\n"))));
         fragment.append(list);
         continue;
       }
