@@ -32,6 +32,7 @@ __all__ = [
     "cost",
     "litellm",
     "non_stream_chunk",
+    "preload",
     "prepare",
     "provider_error",
     "resolve",
@@ -40,6 +41,8 @@ __all__ = [
 
 _lock = threading.Lock()
 _litellm: ModuleType | None = None
+# Its own lock: taking `_lock` here would wait out an import already running on another thread.
+_loading_lock = threading.Lock()
 _loading: concurrent.futures.Future[ModuleType] | None = None
 
 
@@ -95,9 +98,10 @@ def _import_litellm() -> ModuleType:
     return module
 
 
-def _load_in_background() -> concurrent.futures.Future[ModuleType]:
+def preload() -> concurrent.futures.Future[ModuleType]:
+    """Start importing litellm on a worker thread (once); the future gives the module or the error."""
     global _loading
-    with _lock:
+    with _loading_lock:
         if _loading is None:
             _loading = concurrent.futures.Future()
             threading.Thread(target=_run_load, args=(_loading,), name="cllm-import", daemon=True).start()
@@ -115,7 +119,7 @@ async def aload() -> ModuleType:
     """litellm, imported on a worker thread the first time, so a running event loop never waits on it."""
     if _litellm is not None:
         return _litellm
-    return await asyncio.wrap_future(_load_in_background())
+    return await asyncio.wrap_future(preload())
 
 
 CLLM_OPTIONS = ("first_token_timeout", "idle_timeout", "total_timeout")

@@ -74,10 +74,7 @@ class Upstream:
     async def next(self) -> Chunk | None:
         """The next chunk, or None once the provider's stream has ended normally."""
         if self.exhausted:
-            if self._truncated:
-                self._truncated = False
-                raise StreamTruncated()
-            return None
+            return self._ended()
         if self._chunks is None:
             await self._open()
         assert self._chunks is not None
@@ -90,9 +87,7 @@ class Upstream:
                     raw = await self._chunks.__anext__()
         except StopAsyncIteration:
             self._exhaust()
-            if not self._finished:
-                raise StreamTruncated() from None
-            return None
+            return self._ended()
         except TimeoutError as exc:
             raise self._timed_out() from exc
         except Exception as exc:
@@ -102,7 +97,7 @@ class Upstream:
                 return None
             if _LITELLM_TRUNCATED in str(exc):
                 self._exhaust()
-                raise StreamTruncated() from exc
+                return self._ended()
             raise
         now = time.perf_counter()
         self._last_chunk = now
@@ -111,9 +106,9 @@ class Upstream:
         if chunk.finish_reason:
             self._finished = True
         if _provider.stream_delivered(self._wrapper):
+            # LiteLLM 1.106 hands over its usage after a "stop" it made up: then the next call says
+            # the answer was cut off.
             self._exhaust()
-            # LiteLLM 1.106 hands over its usage after a "stop" it made up: still a cut-off answer.
-            self._truncated = not self._finished
         if not self._output and _has_output(chunk):
             self._output = True
             self.ttft = now - (self.started or now)
@@ -154,8 +149,16 @@ class Upstream:
 
     def _exhaust(self) -> None:
         self.exhausted = True
+        self._truncated = not self._finished
         if self._reader is not None:
             self.usage = self._reader.usage()
+
+    def _ended(self) -> Chunk | None:
+        """None for a stream the provider ended; `StreamTruncated` (once) for one it just stopped sending."""
+        if self._truncated:
+            self._truncated = False
+            raise StreamTruncated()
+        return None
 
     def _deadline(self) -> float | None:
         request = self.request

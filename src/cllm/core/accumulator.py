@@ -8,7 +8,7 @@ state (never the chunk objects), so memory is proportional to the answer, not to
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,14 +86,12 @@ class _CallState:
         "name",
         "parser",
         "provider_index",
-        "server",
         "started",
         "text",
     )
 
-    def __init__(self, index: int, provider_index: int | None, server: bool = False) -> None:
+    def __init__(self, index: int, provider_index: int | None) -> None:
         self.index = index
-        self.server = server
         self.error: str | None = None  # why the parser gave up, when it did
         self.provider_index = provider_index
         self.id: str | None = None
@@ -130,12 +128,13 @@ class StreamAccumulator:
     """
 
     def __init__(self) -> None:
-        self._server_calls: dict[str, _CallState] = {}
         self._text = _Parts()
         self._reasoning = _Parts()
         self._refusal = _Parts()
         self._calls: list[_CallState] = []
         self._by_provider_index: dict[int, _CallState] = {}
+        self._server_calls: list[_CallState] = []
+        self._server_by_key: dict[str, _CallState] = {}  # by id, and "#<index>" for later fragments
         self._raw_finish: str | None = None
         self._reason: FinishReason | None = None
         self._usage: Usage | None = None
@@ -227,20 +226,19 @@ class StreamAccumulator:
             events.append(self._end_call(call))
 
     def _feed_server_call(self, fragment: ToolCallChunk) -> None:
-        # Whole or in fragments; keyed by id, or by index for the fragments after the first.
-        key = fragment.id or f"#{fragment.index}"
-        call = self._server_calls.get(key)
+        # Whole, or in fragments of which only the first has the id. No events: nothing to run.
+        call = self._server_by_key.get(fragment.id or f"#{fragment.index}")
         if call is None:
-            call = _CallState(len(self._server_calls), fragment.index, server=True)
-            self._server_calls[key] = call
-            if fragment.id and fragment.index is not None:
-                self._server_calls[f"#{fragment.index}"] = call
-        if fragment.id and not call.id:
-            call.id = fragment.id
-        if fragment.name and not call.name:
-            call.name = fragment.name
-        if fragment.arguments and call.ended is None:
-            call.started = True
+            call = _CallState(len(self._server_calls), fragment.index)
+            call.parser = None
+            self._server_calls.append(call)
+            if fragment.id:
+                self._server_by_key[fragment.id] = call
+            if fragment.index is not None:
+                self._server_by_key[f"#{fragment.index}"] = call
+        call.id = call.id or fragment.id
+        call.name = call.name or fragment.name
+        if fragment.arguments:
             call.text.append(fragment.arguments)
 
     def _end_call(self, call: _CallState) -> ToolCallEnd:
@@ -301,26 +299,24 @@ class StreamAccumulator:
     def model(self) -> str | None:
         return self._model
 
-    def tool_calls(self) -> list[ToolCall]:
-        """The calls the caller is to run: fragments that never named a call nor gave it arguments
-        (an id alone) are not calls."""
-        return self._to_tool_calls(call for call in self._calls if call.started)
-
     def server_tool_calls(self) -> list[ToolCall]:
         """Calls the provider ran itself, whole."""
-        unique = {id(call): call for call in self._server_calls.values()}
         return [
             ToolCall(
                 call.id or f"srv_{call.index}",
                 call.name or "",
                 *_parse_arguments(call.text.value(), call.name, None),
             )
-            for call in unique.values()
+            for call in self._server_calls
         ]
 
-    def _to_tool_calls(self, states: Iterable[_CallState]) -> list[ToolCall]:
+    def tool_calls(self) -> list[ToolCall]:
+        """The calls the caller is to run. A fragment that never named a call nor gave it
+        arguments (an id alone) is not a call."""
         calls = []
-        for call in states:
+        for call in self._calls:
+            if not call.started:
+                continue
             if call.ended is not None:
                 end = call.ended
                 calls.append(

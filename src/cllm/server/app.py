@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 import cllm
+from cllm import _provider
 from cllm.server.api import ChatRoutes
 from cllm.server.guards import ClientLimiter, Guard, HostPolicy
 from cllm.server.openai_compat import OpenAIRoutes
@@ -75,12 +75,6 @@ def allow_connections(count: int) -> None:
             setattr(handler, name, count)
 
 
-def _warm_up() -> None:
-    # LiteLLM takes seconds to import: pay that at startup, not on the first request.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    importlib.import_module("litellm")
-
-
 FULL_GC_EVERY = 300.0
 
 
@@ -131,7 +125,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if warm_up:
-            await asyncio.get_running_loop().run_in_executor(None, _warm_up)
+            # LiteLLM takes seconds to import (with what its first call would load lazily): pay
+            # that at startup, off the loop, not on the first request.
+            await _provider.aload()
         collector = asyncio.create_task(_collect_garbage(FULL_GC_EVERY)) if tune_gc else None
         try:
             yield
