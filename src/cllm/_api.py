@@ -6,13 +6,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from cllm import _provider
-from cllm._stream import AsyncStream, acomplete_once
-from cllm._sync import Stream, run
+from cllm._stream import AsyncStream, OneShot, Source, Upstream
+from cllm._sync import Stream
 from cllm.core.response import Response
 
 __all__ = ["acomplete", "astream", "complete", "stream"]
 
 Prompt = str | Sequence[Mapping[str, Any]]
+
+
+def _source(request: _provider.Request) -> Source:
+    """The upstream half for one request: where layers (retries, limits) wrap the plain source."""
+    return Upstream(request) if request.kwargs.get("stream") else OneShot(request)
+
+
+def _open(model: str, prompt_or_messages: Prompt, options: dict[str, Any], *, stream: bool) -> AsyncStream:
+    request = _provider.prepare(model, prompt_or_messages, options, stream=stream)
+    return AsyncStream(request, _source(request))
 
 
 def astream(model: str, prompt_or_messages: Prompt, **options: Any) -> AsyncStream:
@@ -27,7 +37,7 @@ def astream(model: str, prompt_or_messages: Prompt, **options: Any) -> AsyncStre
     Use as ``async with cllm.astream(...) as s: async for event in s: ...``; the request is
     sent when iteration starts.
     """
-    return AsyncStream(_provider.prepare(model, prompt_or_messages, options, stream=True))
+    return _open(model, prompt_or_messages, options, stream=True)
 
 
 def stream(model: str, prompt_or_messages: Prompt, **options: Any) -> Stream:
@@ -44,15 +54,11 @@ async def acomplete(
 ) -> Response:
     """The whole response. ``stream=True`` streams it under the hood (timeouts apply per chunk);
     ``stream=False`` makes one non-streaming call. Both give the same `Response`."""
-    if not stream:
-        return await acomplete_once(_provider.prepare(model, prompt_or_messages, options, stream=False))
-    async with astream(model, prompt_or_messages, **options) as s:
+    async with _open(model, prompt_or_messages, options, stream=stream) as s:
         return await s.until_done()
 
 
 def complete(model: str, prompt_or_messages: Prompt, *, stream: bool = True, **options: Any) -> Response:
     """The whole response, synchronously. Arguments as for `acomplete`."""
-    if not stream:
-        return run(acomplete_once(_provider.prepare(model, prompt_or_messages, options, stream=False)))
-    with Stream(astream(model, prompt_or_messages, **options)) as s:
+    with Stream(_open(model, prompt_or_messages, options, stream=stream)) as s:
         return s.until_done()

@@ -13,7 +13,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from cllm import _provider
 from cllm.core.accumulator import NO_FINISH_REASON, Chunk, StreamAccumulator
@@ -21,7 +21,7 @@ from cllm.core.events import Event, TextDelta
 from cllm.core.response import Response, Usage
 from cllm.errors import CllmError, StreamInterrupted, StreamTimeout
 
-__all__ = ["AsyncStream"]
+__all__ = ["AsyncStream", "OneShot", "Source", "Upstream"]
 
 # Longest stretch of buffered chunks processed before letting other tasks run.
 _YIELD_EVERY = 0.004
@@ -51,6 +51,33 @@ _LITELLM_TRUNCATED = "Stream ended before a finish_reason was received"
 
 def _has_output(chunk: Chunk) -> bool:
     return bool(chunk.text or chunk.reasoning or chunk.tool_calls or chunk.refusal)
+
+
+class Source(Protocol):
+    """The upstream half of a stream: where its chunks come from.
+
+    `Upstream` (one LiteLLM stream) and `OneShot` (one non-streaming call) are the plain sources.
+    Retries, fallbacks and limits are sources that wrap others: the state half and the sync and
+    async facades only ever see this interface.
+    """
+
+    request: _provider.Request
+    #: When the request was made (``perf_counter``): time spent waiting for capacity counts.
+    started: float | None
+    #: Seconds from `started` to the first output.
+    ttft: float | None
+    #: The usage the provider reported, once the stream has ended.
+    usage: Usage | None
+    #: True once `next` has nothing more to give (ended, failed or closed).
+    exhausted: bool
+
+    async def next(self) -> Chunk | None:
+        """The next chunk, or None once the stream has ended normally; raises on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connection (best effort, never raises, safe to call more than once)."""
+        ...
 
 
 class Upstream:
@@ -186,10 +213,43 @@ class Upstream:
         return UpstreamTimeout("idle", request.idle_timeout or 0.0)
 
 
+class OneShot:
+    """One non-streaming LiteLLM call as a source: the whole response is one chunk."""
+
+    def __init__(self, request: _provider.Request) -> None:
+        self.request = request
+        self.started: float | None = None
+        self.ttft: float | None = None
+        self.usage: Usage | None = None
+        self.exhausted = False
+
+    async def next(self) -> Chunk | None:
+        if self.exhausted:
+            return None
+        self.exhausted = True
+        lib = await _provider.aload()
+        _provider.resolve(self.request)
+        self.started = time.perf_counter()
+        limit = self.request.total_timeout
+        try:
+            async with asyncio.timeout(limit):
+                result = await lib.acompletion(**self.request.kwargs)
+        except TimeoutError as exc:
+            raise UpstreamTimeout("total", limit or 0.0) from exc
+        chunk = _provider.non_stream_chunk(result)
+        self.usage, chunk.usage = chunk.usage, None
+        if _has_output(chunk):
+            self.ttft = time.perf_counter() - self.started
+        return chunk
+
+    async def aclose(self) -> None:
+        self.exhausted = True
+
+
 class StreamState:
     """The consumer's half: chunks in, events and the `Response` out. No I/O, no waiting."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Source) -> None:
         self._up = upstream
         self._acc = StreamAccumulator()
         self.final: Response | None = None
@@ -253,7 +313,7 @@ class StreamState:
 class _StreamBase:
     """What the sync and async streams share: one upstream and one state."""
 
-    def __init__(self, upstream: Upstream, state: StreamState) -> None:
+    def __init__(self, upstream: Source, state: StreamState) -> None:
         self._up = upstream
         self._state = state
 
@@ -276,8 +336,8 @@ class AsyncStream(_StreamBase):
     loop or `aclose` stops the stream and closes the upstream connection.
     """
 
-    def __init__(self, request: _provider.Request) -> None:
-        upstream = Upstream(request)
+    def __init__(self, request: _provider.Request, source: Source | None = None) -> None:
+        upstream = source if source is not None else Upstream(request)
         super().__init__(upstream, StreamState(upstream))
         # Weak, so that a loop that breaks out drops the last reference and the generator is closed.
         self._agen: weakref.ref[AsyncGenerator[Event]] | None = None
@@ -355,34 +415,3 @@ async def _shielded(coro: Any) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-async def acomplete_once(request: _provider.Request) -> Response:
-    """A non-streaming call, turned into the same `Response` a stream of it would give."""
-    lib = await _provider.aload()
-    _provider.resolve(request)
-    started = time.perf_counter()
-    try:
-        if request.total_timeout is not None:
-            async with asyncio.timeout(request.total_timeout):
-                result = await lib.acompletion(**request.kwargs)
-        else:
-            result = await lib.acompletion(**request.kwargs)
-    except TimeoutError as exc:
-        message = f"total timeout: not finished within {request.total_timeout:g} s"
-        acc = StreamAccumulator()
-        acc.interrupt(message)
-        raise StreamTimeout(message, acc.snapshot(model=request.model), "total") from exc
-    except CllmError:
-        raise
-    except Exception as exc:
-        raise _provider.provider_error(exc, request.model) from exc
-    acc = StreamAccumulator()
-    acc.feed(_provider.non_stream_chunk(result))
-    acc.end()
-    duration = time.perf_counter() - started
-    usage, model = acc.usage, acc.model or request.model
-    cost = _provider.cost(request.model, request.provider, usage) or _provider.cost(
-        model, request.provider, usage
-    )
-    return acc.snapshot(model=model, ttft=duration, duration=duration, cost=cost)

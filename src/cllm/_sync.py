@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Coroutine, Generator, Iterator
 from typing import Any, TypeVar
 
-from cllm._stream import AsyncStream, Upstream, _StreamBase
+from cllm._stream import AsyncStream, Source, _StreamBase
 from cllm.core.accumulator import Chunk
 from cllm.core.events import Event, TextDelta
 from cllm.core.response import Response
@@ -62,7 +62,7 @@ _END = object()
 Handoff = queue.SimpleQueue[Chunk | BaseException | object]
 
 
-async def _pump(upstream: Upstream, handoff: Handoff) -> None:
+async def _pump(upstream: Source, handoff: Handoff) -> None:
     try:
         while (chunk := await upstream.next()) is not None:
             handoff.put(chunk)
