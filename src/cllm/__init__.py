@@ -10,6 +10,7 @@ from cllm._sync import Stream
 from cllm.core.events import (
     Event,
     Finish,
+    Queued,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -20,6 +21,7 @@ from cllm.core.finish import FinishReason, normalize_finish_reason
 from cllm.core.partial_json import PartialJsonParser, parse_partial_json
 from cllm.core.response import Response, ToolCall, Usage
 from cllm.errors import CllmError, ProviderError, StreamInterrupted, StreamTimeout
+from cllm.limits import Limits
 
 __version__ = "0.1.0"
 
@@ -29,8 +31,10 @@ __all__ = [
     "Event",
     "Finish",
     "FinishReason",
+    "Limits",
     "PartialJsonParser",
     "ProviderError",
+    "Queued",
     "ReasoningDelta",
     "Response",
     "Stream",

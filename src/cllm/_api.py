@@ -9,20 +9,36 @@ from cllm import _provider
 from cllm._stream import AsyncStream, OneShot, Source, Upstream
 from cllm._sync import Stream
 from cllm.core.response import Response
+from cllm.limits import Limited, Limits
 
 __all__ = ["acomplete", "astream", "complete", "stream"]
 
 Prompt = str | Sequence[Mapping[str, Any]]
 
 
-def _source(request: _provider.Request) -> Source:
+def _attempt(request: _provider.Request, limits: Limits | None) -> Source:
+    """One attempt's source: the plain call, waiting for its place under ``limits`` first."""
+    plain: Source = Upstream(request) if request.kwargs.get("stream") else OneShot(request)
+    return plain if limits is None else Limited(plain, limits)
+
+
+def _source(request: _provider.Request, limits: Limits | None = None) -> Source:
     """The upstream half for one request: where layers (retries, limits) wrap the plain source."""
-    return Upstream(request) if request.kwargs.get("stream") else OneShot(request)
+    return _attempt(request, limits)
+
+
+def _limits_option(options: dict[str, Any]) -> Limits | None:
+    limits = options.pop("limits", None)
+    if limits is not None and not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a cllm.Limits, got {type(limits).__name__}")
+    return limits
 
 
 def _open(model: str, prompt_or_messages: Prompt, options: dict[str, Any], *, stream: bool) -> AsyncStream:
+    options = dict(options)
+    limits = _limits_option(options)
     request = _provider.prepare(model, prompt_or_messages, options, stream=stream)
-    return AsyncStream(request, _source(request))
+    return AsyncStream(request, _source(request, limits))
 
 
 def astream(model: str, prompt_or_messages: Prompt, **options: Any) -> AsyncStream:
@@ -32,7 +48,8 @@ def astream(model: str, prompt_or_messages: Prompt, **options: Any) -> AsyncStre
         model: a LiteLLM model name (``"openai/gpt-4o"``, ``"anthropic/claude-sonnet-4-5"``...).
         prompt_or_messages: a string (one user message) or an OpenAI-format message list.
         **options: passed to LiteLLM (``tools``, ``temperature``, ``max_tokens``, ``api_base``...),
-            plus cllm's ``first_token_timeout``, ``idle_timeout`` and ``total_timeout`` in seconds.
+            plus cllm's ``first_token_timeout``, ``idle_timeout`` and ``total_timeout`` in seconds,
+            and ``limits`` (a `cllm.Limits`: the request waits for its place before it is sent).
 
     Use as ``async with cllm.astream(...) as s: async for event in s: ...``; the request is
     sent when iteration starts.

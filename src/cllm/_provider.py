@@ -30,12 +30,14 @@ __all__ = [
     "Request",
     "aload",
     "cost",
+    "count_tokens",
     "litellm",
     "non_stream_chunk",
     "preload",
     "prepare",
     "provider_error",
     "resolve",
+    "retry_after",
     "stream_delivered",
 ]
 
@@ -434,6 +436,96 @@ def cost(model: str, provider: str | None, usage: Usage | None) -> float | None:
         return None
     total = float(prompt_cost) + float(completion_cost)
     return total if total > 0 else None
+
+
+# Counting a prompt this long in the model's tokens would hold the event loop for tens of milliseconds.
+_COUNT_AT_MOST = 50_000
+
+
+def _chars(messages: Sequence[Mapping[str, Any]]) -> int:
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif content is not None:
+            total += len(json.dumps(content, default=str))
+        if message.get("tool_calls"):
+            total += len(json.dumps(message["tool_calls"], default=str))
+    return total
+
+
+def count_tokens(model: str, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> int:
+    """The prompt's size in the model's tokens where LiteLLM can count them cheaply, else characters/4."""
+    chars = _chars(messages) + (len(json.dumps(tools, default=str)) if tools else 0)
+    if chars <= _COUNT_AT_MOST and _litellm is not None:
+        try:
+            return int(_litellm.token_counter(model=model, messages=list(messages), tools=tools or None))
+        except Exception:
+            pass
+    return chars // 4 + 4 * len(messages)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """The seconds a provider's 429 asks to wait (``Retry-After`` / ``retry-after-ms``), when it says."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 6:
+        seen.add(id(current))
+        status = getattr(current, "status_code", None)
+        if status == 429:
+            for headers in _headers_of(current):
+                seconds = _retry_after_value(headers)
+                if seconds is not None:
+                    return seconds
+            return None
+        original = getattr(current, "original_exception", None)
+        current = (
+            original if isinstance(original, BaseException) else current.__cause__ or current.__context__
+        )
+    return None
+
+
+def _headers_of(exc: BaseException) -> list[Any]:
+    found = []
+    for name in ("litellm_response_headers", "headers"):
+        value = getattr(exc, name, None)
+        if value:
+            found.append(value)
+    response = getattr(exc, "response", None)
+    with contextlib.suppress(Exception):
+        if response is not None and response.headers:
+            found.append(response.headers)
+    return found
+
+
+def _retry_after_value(headers: Any) -> float | None:
+    def get(name: str) -> Any:
+        with contextlib.suppress(Exception):
+            value = headers.get(name)
+            if value is None:
+                value = headers.get(name.title())
+            return value
+        return None
+
+    millis = get("retry-after-ms")
+    with contextlib.suppress(TypeError, ValueError):
+        if millis is not None and float(millis) >= 0:
+            return float(millis) / 1000
+    seconds = get("retry-after")
+    if seconds is None:
+        return None
+    with contextlib.suppress(TypeError, ValueError):
+        value = float(seconds)
+        return value if value >= 0 else None
+    from email.utils import parsedate_to_datetime
+
+    with contextlib.suppress(TypeError, ValueError, IndexError):
+        import datetime
+
+        when = parsedate_to_datetime(str(seconds))
+        return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
+    return None
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -62,17 +62,33 @@ class Source(Protocol):
     """
 
     request: _provider.Request
-    #: When the request was made (``perf_counter``): time spent waiting for capacity counts.
-    started: float | None
-    #: Seconds from `started` to the first output.
-    ttft: float | None
-    #: The usage the provider reported, once the stream has ended.
-    usage: Usage | None
-    #: True once `next` has nothing more to give (ended, failed or closed).
-    exhausted: bool
 
-    async def next(self) -> Chunk | None:
-        """The next chunk, or None once the stream has ended normally; raises on failure."""
+    # Read-only here, so that a layer may compute them from the source it wraps.
+    @property
+    def started(self) -> float | None:
+        """When the request was made (``perf_counter``): time spent waiting for capacity counts."""
+        ...
+
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from `started` to the first output."""
+        ...
+
+    @property
+    def usage(self) -> Usage | None:
+        """The usage the provider reported, once the stream has ended."""
+        ...
+
+    @property
+    def exhausted(self) -> bool:
+        """True once `next` has nothing more to give (ended, failed or closed)."""
+        ...
+
+    async def next(self) -> Chunk | Event | None:
+        """The next chunk, or None once the stream has ended normally; raises on failure.
+
+        A layer may also return an `Event` of its own (`Queued`): it goes to the consumer as it is.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -254,7 +270,9 @@ class StreamState:
         self._acc = StreamAccumulator()
         self.final: Response | None = None
 
-    def feed(self, chunk: Chunk) -> list[Event]:
+    def feed(self, chunk: Chunk | Event) -> list[Event]:
+        if not isinstance(chunk, Chunk):
+            return [chunk]  # a layer's own event (`Queued`)
         return self._acc.feed(chunk)
 
     def end(self) -> list[Event]:

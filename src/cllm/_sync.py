@@ -12,7 +12,7 @@ import queue
 import threading
 import weakref
 from collections.abc import Coroutine, Generator, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from cllm._stream import AsyncStream, Source, _StreamBase
 from cllm.core.accumulator import Chunk
@@ -59,7 +59,7 @@ def _cancel(future: concurrent.futures.Future[Any]) -> None:
 
 
 _END = object()
-Handoff = queue.SimpleQueue[Chunk | BaseException | object]
+Handoff = queue.SimpleQueue[Chunk | Event | BaseException | object]
 
 
 async def _pump(upstream: Source, handoff: Handoff) -> None:
@@ -112,14 +112,12 @@ class Stream(_StreamBase):
         try:
             while True:
                 item = handoff.get()
-                if isinstance(item, Chunk):
-                    yield from state.feed(item)
-                elif item is _END:
+                if item is _END:
                     yield from state.end()
                     return
-                else:
-                    assert isinstance(item, BaseException)
+                if isinstance(item, BaseException):
                     raise state.fail(item) from item
+                yield from state.feed(cast("Chunk | Event", item))
         finally:
             _cancel(pump)
             self.close()

@@ -11,6 +11,7 @@ from cllm.core.response import Usage
 __all__ = [
     "Event",
     "Finish",
+    "Queued",
     "ReasoningDelta",
     "TextDelta",
     "ToolCallDelta",
@@ -89,4 +90,12 @@ class Finish:
     type: Literal["finish"] = "finish"
 
 
-Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | Finish
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The request is waiting for capacity under its `cllm.Limits` (given once, before it is sent)."""
+
+    model: str
+    type: Literal["queued"] = "queued"
+
+
+Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | Finish | Queued
