@@ -2,4 +2,4 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-pytest_plugins = ["support.replay_server"]
+pytest_plugins = ["support.replay_server", "support.services"]

@@ -25,7 +25,7 @@ from cllm.core.response import Response, ToolCall
 from cllm.errors import CllmError, StreamInterrupted
 
 if TYPE_CHECKING:
-    from cllm.store import ConversationStore
+    from cllm.store import Store
 
 __all__ = ["ConversationLog", "Outcome", "Settings", "run_exchange", "usage_line", "with_tool_results"]
 
@@ -65,7 +65,7 @@ class ConversationLog:
     A store that fails is reported once on stderr and then left alone: the answer matters more.
     """
 
-    def __init__(self, store: ConversationStore | None, ui: Ui, conversation_id: str | None = None) -> None:
+    def __init__(self, store: Store | None, ui: Ui, conversation_id: str | None = None) -> None:
         self.store = store
         self.ui = ui
         self.conversation_id = conversation_id

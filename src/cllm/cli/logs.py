@@ -68,10 +68,10 @@ def format_response(r: LoggedResponse) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Print recent responses, oldest first."""
-    from cllm.store import ConversationStore, StoreError
+    from cllm.store import StoreError, open_store
 
     try:
-        with ConversationStore() as store:
+        with open_store() as store:
             conversation_id = args.cid
             if args.current:
                 latest = store.latest_conversation()

@@ -17,7 +17,7 @@ from cllm.cli.tools import Toolbox, ToolsError
 from cllm.core.response import ToolCall
 
 if TYPE_CHECKING:
-    from cllm.store import ConversationStore
+    from cllm.store import Store
 
 __all__ = ["CliError", "Session", "open_session", "resolve_model", "set_system"]
 
@@ -57,13 +57,14 @@ def set_system(messages: list[Message], system: str) -> list[Message]:
     return [{"role": "system", "content": system}, *rest]
 
 
-def open_store(ui: Ui, *, required: bool) -> ConversationStore | None:
-    """The log database, or None (with a warning) when it cannot be opened and is not required."""
-    from cllm.store import ConversationStore, StoreError
+def open_store(ui: Ui, *, required: bool) -> Store | None:
+    """The log database (``$CLLM_DATABASE_URL`` when set, else cllm's SQLite file), or None (with
+    a warning) when it cannot be opened and is not required."""
+    from cllm import store
 
     try:
-        return ConversationStore()
-    except StoreError as e:
+        return store.open_store()
+    except store.StoreError as e:
         if required:
             raise CliError(f"cannot open the log database: {e}") from e
         ui.note(f"cllm: warning: cannot open the log database, the reply will not be saved: {e}", dim=False)
@@ -75,7 +76,7 @@ class Session:
     """A conversation being carried on (or about to start)."""
 
     settings: Settings
-    store: ConversationStore | None
+    store: Store | None
     conversation_id: str | None
     messages: list[Message] = field(default_factory=list)
     system: str | None = None

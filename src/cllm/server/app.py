@@ -27,7 +27,7 @@ from cllm.server.session import ChatService
 from cllm.server.settings import Settings
 from cllm.server.streams import StreamRegistry
 from cllm.server.ws import ChatSocket
-from cllm.store import ConversationStore
+from cllm.store import Store, open_store
 
 __all__ = ["STATIC_DIR", "allow_connections", "create_app"]
 
@@ -97,7 +97,7 @@ async def _collect_garbage(interval: float) -> None:
 def create_app(
     settings: Settings,
     *,
-    store: ConversationStore | None = None,
+    store: Store | None = None,
     warm_up: bool = True,
     tune_gc: bool = False,
 ) -> Starlette:
@@ -105,14 +105,15 @@ def create_app(
 
     Args:
         settings: options, aliases and limits (see `Settings.load`).
-        store: the conversation store to use; by default one is opened on ``settings.db`` (or
-            cllm's default database) at startup and closed at shutdown.
+        store: the conversation store to use; by default one is opened on
+            ``settings.database_url`` (PostgreSQL) or ``settings.db`` (or cllm's default database)
+            and closed at shutdown.
         warm_up: import LiteLLM at startup rather than on the first request.
         tune_gc: tune the process's garbage collector for many concurrent streams (`cllm serve`
             owns its process and does; an app embedded elsewhere leaves that to its host).
     """
     own_store = store is None
-    store = store if store is not None else ConversationStore(settings.db)
+    store = store if store is not None else open_store(settings.database_url or settings.db, pool_size=16)
     # Every upstream request holds a slot, so LiteLLM never needs more connections than that.
     limiter = ClientLimiter(settings.max_streams_per_client, settings.max_streams)
     sockets = ClientLimiter(settings.max_websockets_per_client, what="websockets")

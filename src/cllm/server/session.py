@@ -20,7 +20,7 @@ from cllm.errors import CllmError, StreamInterrupted
 from cllm.server.settings import ModelTable, RequestError, Scrubber
 from cllm.server.streams import Emit
 from cllm.server.wire import error_data, event_data, partial_response, scrubbed_response
-from cllm.store import ConversationStore
+from cllm.store import Store
 
 __all__ = ["ChatRequest", "ChatService", "ChatTurn", "check_messages", "filter_options", "parse_chat_request"]
 
@@ -230,7 +230,7 @@ async def _shielded(coro: Any) -> Any:
 class ChatService:
     """What ``/api/chat`` and ``/ws`` share: the store, the model table and the scrubber."""
 
-    def __init__(self, store: ConversationStore, models: ModelTable, scrubber: Scrubber) -> None:
+    def __init__(self, store: Store, models: ModelTable, scrubber: Scrubber) -> None:
         self.store = store
         self.models = models
         self.scrubber = scrubber

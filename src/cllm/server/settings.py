@@ -22,7 +22,10 @@ The config file is TOML::
     idle_timeout = 120
     only_configured_models = false
     resume_ttl = 300
-    db = "/path/to/cllm.db"
+    db = "/path/to/cllm.db"             # or database_url = "postgresql://..." ($CLLM_DATABASE_URL)
+    redis_url = "redis://localhost:6379/0"  # streams shared by every process ($CLLM_REDIS_URL)
+    workers = 1                         # processes on this machine (more than 1 needs redis_url)
+    stream_lease = 10                   # seconds before readers hear a dead producer is gone
 
     [models.fast]                       # an alias: "model" plus any LiteLLM parameters
     model = "openai/gpt-4o-mini"
@@ -68,6 +71,9 @@ DEFAULT_IDLE_TIMEOUT = 120.0
 TIMEOUTS = ("first_token_timeout", "idle_timeout")
 """cllm's timeouts the server bounds by default (``total_timeout`` has no default)."""
 TOKEN_ENV = "CLLM_SERVER_TOKEN"
+REDIS_URL_ENV = "CLLM_REDIS_URL"
+DEFAULT_STREAM_LEASE = 10.0
+_DB_URL_SCHEMES = ("postgresql://", "postgres://")
 
 _SECRET_NAME = re.compile(r"(?:^|_)(?:KEY|TOKEN|SECRET|PASSWORD)(?:$|_)", re.IGNORECASE)
 _SECRET_PARAM = re.compile(r"key|token|secret|password|authorization", re.IGNORECASE)
@@ -250,6 +256,10 @@ class Settings:
     port: int = DEFAULT_PORT
     token: str | None = None
     db: Path | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    workers: int = 1
+    stream_lease: float = DEFAULT_STREAM_LEASE
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_body: int = DEFAULT_MAX_BODY
@@ -274,7 +284,19 @@ class Settings:
         for name in ("max_streams_per_client", "max_streams", "max_websockets_per_client"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        for name in ("resume_ttl", "ws_idle_timeout"):
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                f"--workers {self.workers} needs --redis URL (or [server] redis_url, or {REDIS_URL_ENV}): "
+                "without Redis each process would keep its own streams, and a client sent to another "
+                "process could not resume or stop them"
+            )
+        if self.database_url is not None and not self.database_url.startswith(_DB_URL_SCHEMES):
+            raise ConfigError("database_url must be a postgresql:// URL")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+        for name in ("resume_ttl", "ws_idle_timeout", "stream_lease"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         for name, value in self.models.timeouts.items():
@@ -310,6 +332,14 @@ class Settings:
             merged["token"] = os.environ[TOKEN_ENV]
         token = _opt_str(merged, "token")
         db = merged.get("db")
+        database_url = _opt_str(merged, "database_url")
+        if isinstance(db, str) and db.startswith(_DB_URL_SCHEMES):
+            database_url, db = db, None  # --db takes a URL too
+        elif db:
+            database_url = None  # an explicit file wins over the environment
+        if database_url is None and not db:
+            database_url = os.environ.get("CLLM_DATABASE_URL") or None
+        redis_url = _opt_str(merged, "redis_url") or os.environ.get(REDIS_URL_ENV) or None
         try:
             models = _model_table(
                 config,
@@ -326,6 +356,10 @@ class Settings:
                 port=int(merged.get("port", DEFAULT_PORT)),
                 token=token,
                 db=Path(db).expanduser() if db else None,
+                database_url=database_url,
+                redis_url=redis_url,
+                workers=int(merged.get("workers", 1)),
+                stream_lease=float(merged.get("stream_lease", DEFAULT_STREAM_LEASE)),
                 cors_origins=tuple(_str_list(merged.get("cors_origins", ()), "cors_origins")),
                 allowed_hosts=tuple(_str_list(merged.get("allowed_hosts", ()), "allowed_hosts")),
                 max_body=int(merged.get("max_body", DEFAULT_MAX_BODY)),
@@ -338,12 +372,30 @@ class Settings:
                 resume_ttl=float(merged.get("resume_ttl", DEFAULT_RESUME_TTL)),
                 models=models,
                 log_level=str(merged.get("log_level", "info")),
-                scrubber=Scrubber.from_environment([*models.secrets(), *([token] if token else [])]),
+                scrubber=Scrubber.from_environment(
+                    [*models.secrets(), *([token] if token else []), *_url_passwords(database_url, redis_url)]
+                ),
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"bad server setting: {e}") from e
         settings.check()
         return settings
+
+
+def _url_passwords(*urls: str | None) -> list[str]:
+    """The passwords in service URLs, so that no message or log repeats them."""
+    from urllib.parse import urlsplit
+
+    found = []
+    for url in urls:
+        if url:
+            try:
+                password = urlsplit(url).password
+            except ValueError:
+                password = None
+            if password:
+                found.append(password)
+    return found
 
 
 def _opt_str(values: Mapping[str, Any], name: str) -> str | None:

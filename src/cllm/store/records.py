@@ -237,13 +237,14 @@ def response_values(
     }
 
 
-_JSON_COLUMNS = ("messages_in", "tool_calls", "usage", "options")
+JSON_COLUMNS = ("messages_in", "tool_calls", "usage", "options")
+"""The columns holding JSON text."""
 
 
 def logged_response(row: Mapping[str, Any]) -> LoggedResponse:
     """A `LoggedResponse` from a `responses` row."""
     values = {f.name: row[f.name] for f in fields(LoggedResponse)}
-    for name in _JSON_COLUMNS:
+    for name in JSON_COLUMNS:
         if values[name] is not None:
             values[name] = json.loads(values[name])
     values["interrupted"] = bool(values["interrupted"])
