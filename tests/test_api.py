@@ -7,8 +7,12 @@ import cllm
 
 PUBLIC = {
     "AsyncStream",
+    "BatchInterrupted",
+    "BatchItem",
+    "BatchProgress",
     "CllmError",
     "Event",
+    "FilePart",
     "Finish",
     "FinishReason",
     "Limits",
@@ -17,6 +21,7 @@ PUBLIC = {
     "Queued",
     "ReasoningDelta",
     "Response",
+    "Section",
     "Stream",
     "StreamInterrupted",
     "StreamTimeout",
@@ -27,11 +32,15 @@ PUBLIC = {
     "ToolCallStart",
     "Usage",
     "__version__",
+    "abatch",
     "acomplete",
+    "aprocess_file",
     "astream",
+    "batch",
     "complete",
     "normalize_finish_reason",
     "parse_partial_json",
+    "sections",
     "stream",
 }
 

@@ -5,6 +5,8 @@ finish reason, usage and cost, on every provider LiteLLM supports.
 """
 
 from cllm._api import acomplete, astream, complete, stream
+from cllm._batch import BatchInterrupted, BatchItem, BatchProgress, abatch, batch
+from cllm._files import FilePart, aprocess_file, sections
 from cllm._stream import AsyncStream
 from cllm._sync import Stream
 from cllm.core.events import (
@@ -20,6 +22,7 @@ from cllm.core.events import (
 from cllm.core.finish import FinishReason, normalize_finish_reason
 from cllm.core.partial_json import PartialJsonParser, parse_partial_json
 from cllm.core.response import Response, ToolCall, Usage
+from cllm.core.sections import Section
 from cllm.errors import CllmError, ProviderError, StreamInterrupted, StreamTimeout
 from cllm.limits import Limits
 
@@ -27,8 +30,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncStream",
+    "BatchInterrupted",
+    "BatchItem",
+    "BatchProgress",
     "CllmError",
     "Event",
+    "FilePart",
     "Finish",
     "FinishReason",
     "Limits",
@@ -37,6 +44,7 @@ __all__ = [
     "Queued",
     "ReasoningDelta",
     "Response",
+    "Section",
     "Stream",
     "StreamInterrupted",
     "StreamTimeout",
@@ -47,10 +55,14 @@ __all__ = [
     "ToolCallStart",
     "Usage",
     "__version__",
+    "abatch",
     "acomplete",
+    "aprocess_file",
     "astream",
+    "batch",
     "complete",
     "normalize_finish_reason",
     "parse_partial_json",
+    "sections",
     "stream",
 ]

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -39,6 +39,7 @@ __all__ = [
     "resolve",
     "retry_after",
     "stream_delivered",
+    "text_counter",
 ]
 
 _lock = threading.Lock()
@@ -464,6 +465,23 @@ def count_tokens(model: str, messages: Sequence[Mapping[str, Any]], tools: Any =
         except Exception:
             pass
     return chars // 4 + 4 * len(messages)
+
+
+def text_counter(model: str) -> Callable[[str], int] | None:
+    """Counts a text's tokens with the tokenizer LiteLLM picks for ``model`` (None when it has none)."""
+    litellm()
+    from litellm.utils import _select_tokenizer
+
+    try:
+        selected = _select_tokenizer(model)
+    except Exception:
+        return None
+    tokenizer: Any = selected.get("tokenizer")
+    if tokenizer is None:
+        return None
+    if selected.get("type") == "huggingface_tokenizer":
+        return lambda text: len(tokenizer.encode(text).ids)
+    return lambda text: len(tokenizer.encode(text, disallowed_special=()))
 
 
 def retry_after(exc: BaseException) -> float | None:

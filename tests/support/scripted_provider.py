@@ -24,6 +24,7 @@ __all__ = [
     "MODEL",
     "completion",
     "peak_in_flight",
+    "prompt_of",
     "rate_limited",
     "text_stream",
 ]
@@ -121,3 +122,12 @@ def peak_in_flight(exchanges: Iterable[Exchange]) -> int:
         current += step
         peak = max(peak, current)
     return peak
+
+
+def prompt_of(request: Any) -> str:
+    """The text of the last user message of a recorded chat request."""
+    messages = (request.json or {}).get("messages") or [{}]
+    content = messages[-1].get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
