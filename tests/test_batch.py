@@ -97,7 +97,9 @@ async def test_abatch_yields_as_each_finishes(replay_server: ReplayServer) -> No
         return text_stream([prompt], delay=0.3 if prompt == "slow" else 0.01)
 
     replay_server.add(respond, repeat=True)
-    order = [item.index async for item in cllm.abatch(MODEL, ["slow", "fast", "quick"], **opts(replay_server))]
+    order = [
+        item.index async for item in cllm.abatch(MODEL, ["slow", "fast", "quick"], **opts(replay_server))
+    ]
     assert order[-1] == 0 and sorted(order) == [0, 1, 2]
 
 
@@ -164,8 +166,13 @@ def test_ctrl_c_keeps_finished_results_and_closes_running_streams(replay_server:
 def test_waiting_items_are_counted_as_waiting(replay_server: ReplayServer) -> None:
     replay_server.add(echo(0.05), repeat=True)
     seen: list[cllm.BatchProgress] = []
-    cllm.batch(MODEL, [f"p{i}" for i in range(6)], limits=cllm.Limits(concurrency=2),
-               on_progress=seen.append, **opts(replay_server))
+    cllm.batch(
+        MODEL,
+        [f"p{i}" for i in range(6)],
+        limits=cllm.Limits(concurrency=2),
+        on_progress=seen.append,
+        **opts(replay_server),
+    )
     assert max(p.waiting for p in seen) >= 1
     assert max(p.running for p in seen) <= 2
 

@@ -57,7 +57,12 @@ async def test_a_200_kb_file_in_sections_in_order_the_first_live(
     first_text_at: float | None = None
     parts: list[cllm.FilePart] = []
     async for part in cllm.aprocess_file(
-        path, "Summarize this section", model=MODEL, concurrency=4, combine="Combine these", **opts(replay_server)
+        path,
+        "Summarize this section",
+        model=MODEL,
+        concurrency=4,
+        combine="Combine these",
+        **opts(replay_server),
     ):
         if first_text_at is None and isinstance(part.event, cllm.TextDelta):
             first_text_at = time.monotonic()
@@ -80,7 +85,9 @@ async def test_a_200_kb_file_in_sections_in_order_the_first_live(
     assert all(s.own_text.endswith("\n\n") for s in sections[:-1] if s)
     # The first section's text arrived before the last section was even sent.
     last_request = max(
-        ex.request.received_at for ex in replay_server.exchanges if f"section {total} of" in prompt_of(ex.request)
+        ex.request.received_at
+        for ex in replay_server.exchanges
+        if f"section {total} of" in prompt_of(ex.request)
     )
     assert first_text_at is not None and first_text_at < last_request
     combined_prompt = prompt_of(replay_server.exchanges[-1].request)
