@@ -19,7 +19,7 @@ from cllm.server.guards import ClientLimiter, client_key
 from cllm.server.responses import SSE_HEADERS, WatchedResponse, error_response, request_error_response
 from cllm.server.session import ChatService, parse_chat_request
 from cllm.server.settings import RequestError
-from cllm.server.streams import ResumableStream, StreamRegistry
+from cllm.server.streams import StreamRegistry, StreamsUnavailable, StreamView
 from cllm.store import StoreError
 
 __all__ = ["ChatRoutes"]
@@ -27,6 +27,10 @@ __all__ = ["ChatRoutes"]
 
 def _store_error(e: StoreError) -> Response:
     return error_response(500, str(e), code="store_error")
+
+
+def _unavailable(e: StreamsUnavailable) -> Response:
+    return error_response(503, str(e), code="streams_unavailable", type="service_unavailable")
 
 
 def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
@@ -57,14 +61,16 @@ class ChatRoutes:
             self.limiter.acquire(client)
         except RequestError as e:
             return request_error_response(e)
-        stream: ResumableStream | None = None
+        stream: StreamView | None = None
         try:
             turn = await self.service.turn(chat_request)
-            stream = self.registry.start(
+            stream = await self.registry.open(
                 turn.conversation_id, turn.run, on_done=lambda: self.limiter.release(client)
             )
         except RequestError as e:
             return request_error_response(e)
+        except StreamsUnavailable as e:
+            return _unavailable(e)
         except StoreError as e:
             return _store_error(e)
         finally:
@@ -75,7 +81,10 @@ class ChatRoutes:
     async def resume(self, request: Request) -> Response:
         """Events after ``Last-Event-ID``. 204 when a finished stream has nothing more to give
         (an EventSource then stops reconnecting); 400 for an id the stream never reached."""
-        stream = self.registry.get(request.path_params["stream_id"])
+        try:
+            stream = await self.registry.find(request.path_params["stream_id"])
+        except StreamsUnavailable as e:
+            return _unavailable(e)
         if stream is None:
             return error_response(404, "no such stream (it may have expired)", code="stream_not_found")
         raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or "0"
@@ -98,11 +107,15 @@ class ChatRoutes:
 
     async def cancel(self, request: Request) -> Response:
         stream_id = request.path_params["stream_id"]
-        if not await self.registry.cancel(stream_id):
+        try:
+            found = await self.registry.cancel(stream_id)
+        except StreamsUnavailable as e:
+            return _unavailable(e)
+        if not found:
             return error_response(404, "no such stream (it may have expired)", code="stream_not_found")
         return JSONResponse({"stream_id": stream_id, "cancelled": True})
 
-    def _read(self, stream: ResumableStream, after: int) -> Response:
+    def _read(self, stream: StreamView, after: int) -> Response:
         registry = self.registry
 
         async def body(send: Send) -> None:

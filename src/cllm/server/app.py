@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -25,7 +25,7 @@ from cllm.server.guards import ClientLimiter, Guard, HostPolicy
 from cllm.server.openai_compat import OpenAIRoutes
 from cllm.server.session import ChatService
 from cllm.server.settings import Settings
-from cllm.server.streams import StreamRegistry
+from cllm.server.streams import StreamRegistry, StreamsUnavailable
 from cllm.server.ws import ChatSocket
 from cllm.store import Store, open_store
 
@@ -34,8 +34,30 @@ __all__ = ["STATIC_DIR", "allow_connections", "create_app"]
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "version": cllm.__version__})
+def _healthz(registry: StreamRegistry) -> Callable[[Request], Awaitable[Response]]:
+    async def healthz(request: Request) -> Response:
+        """``ok``, or ``degraded`` (503) when a shared service the server needs is out of reach."""
+        try:
+            details = await registry.health()
+        except StreamsUnavailable as e:
+            body = {
+                "status": "degraded",
+                "version": cllm.__version__,
+                "streams": "unavailable",
+                "error": str(e),
+            }
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ok", "version": cllm.__version__, **details})
+
+    return healthz
+
+
+def _registry(settings: Settings) -> StreamRegistry:
+    if settings.redis_url is None:
+        return StreamRegistry(settings.resume_ttl)
+    from cllm.server.redis_streams import RedisStreamRegistry
+
+    return RedisStreamRegistry(settings.resume_ttl, settings.redis_url, settings.stream_lease)
 
 
 async def index(request: Request) -> Response:
@@ -118,7 +140,7 @@ def create_app(
     limiter = ClientLimiter(settings.max_streams_per_client, settings.max_streams)
     sockets = ClientLimiter(settings.max_websockets_per_client, what="websockets")
     allow_connections(settings.max_streams)
-    registry = StreamRegistry(settings.resume_ttl)
+    registry = _registry(settings)
     service = ChatService(store, settings.models, settings.scrubber)
     openai = OpenAIRoutes(settings.models, settings.scrubber, limiter)
     chat = ChatRoutes(service, registry, limiter)
@@ -140,7 +162,7 @@ def create_app(
                 store.close()
 
     routes = [
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/healthz", _healthz(registry), methods=["GET"]),
         Route("/v1/models", openai.list_models, methods=["GET"]),
         Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
         Route("/api/chat", chat.chat, methods=["POST"]),

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
 import re
 import sys
+from typing import Any
 
 __all__ = ["configure_parser", "run"]
 
@@ -19,6 +22,7 @@ Model names go to LiteLLM as they are (provider keys come from the environment: 
 a config file can map aliases to LiteLLM parameters. Binding anything but a loopback address
 requires --token. Endpoints: POST /v1/chat/completions, GET /v1/models, POST /api/chat,
 GET|DELETE /api/streams/{id}, GET /api/conversations[/{id}], WS /ws, GET / (web chat), GET /healthz.
+Several processes or machines serve as one with --redis (streams) and --db postgresql://... (conversations).
 """
 
 
@@ -37,7 +41,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", help="TOML file with [models.<alias>] and [server] settings"
     )
-    parser.add_argument("--db", metavar="PATH", help="conversation database (default: cllm's own)")
+    parser.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        help="conversation database: a SQLite file, or postgresql://... (default: $CLLM_DATABASE_URL, "
+        "else cllm's own file)",
+    )
+    parser.add_argument(
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
+        help="keep resumable streams in Redis (redis://host:6379/0, or $CLLM_REDIS_URL), so that every "
+        "server process can resume or stop any stream",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N server processes on this machine (default 1; more than 1 needs --redis)",
+    )
     parser.add_argument(
         "--cors-origin",
         action="append",
@@ -117,6 +139,47 @@ class _ScrubFilter(logging.Filter):
         return True
 
 
+def _filter_logs(settings: Any) -> None:
+    scrub_filter = _ScrubFilter(settings.scrubber)
+    for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "cllm.server"):
+        logging.getLogger(name).addFilter(scrub_filter)
+
+
+# How a worker process learns the options `cllm serve` was given (it is started afresh by uvicorn).
+_WORKER_ENV = "CLLM_SERVE_WORKER"
+
+
+def _run_workers(settings: Any, options: dict[str, Any], config_file: str | None) -> int:
+    """Run ``settings.workers`` processes sharing one listening socket (uvicorn's supervisor)."""
+    import uvicorn
+
+    os.environ[_WORKER_ENV] = json.dumps({"options": options, "config": config_file})
+    _filter_logs(settings)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(
+            "cllm.server.command:worker_app",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            ws_max_size=settings.max_body,
+            timeout_graceful_shutdown=3,
+        )
+    return 0
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process, built from the options its supervisor was given."""
+    from cllm.server.app import create_app
+    from cllm.server.settings import Settings
+
+    given = json.loads(os.environ[_WORKER_ENV])
+    settings = Settings.load(given["options"], given["config"])
+    _filter_logs(settings)
+    return create_app(settings, tune_gc=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Start the server; return the exit status."""
     from cllm.config import ConfigError
@@ -129,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
             "port",
             "token",
             "db",
+            "redis_url",
+            "workers",
             "cors_origins",
             "allowed_hosts",
             "max_body",
@@ -160,12 +225,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     from cllm.store import StoreError
 
+    if settings.workers > 1:
+        return _run_workers(settings, options, getattr(args, "config", None))
     try:
         app = create_app(settings, tune_gc=True)
     except StoreError as e:
         print(f"cllm serve: {e}", file=sys.stderr)
         return 1
-    scrub_filter = _ScrubFilter(settings.scrubber)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -175,8 +241,7 @@ def run(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=3,
     )
     server = uvicorn.Server(config)
-    for name in ("uvicorn", "uvicorn.access", "uvicorn.error", "cllm.server"):
-        logging.getLogger(name).addFilter(scrub_filter)
+    _filter_logs(settings)
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     return 0 if server.started or server.should_exit else 1

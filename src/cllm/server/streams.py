@@ -14,11 +14,11 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from cllm.server.wire import dumps, sse_frame
 
-__all__ = ["Emit", "ResumableStream", "StreamRegistry"]
+__all__ = ["Emit", "ResumableStream", "StreamRegistry", "StreamView", "StreamsUnavailable"]
 
 logger = logging.getLogger("cllm.server")
 
@@ -27,6 +27,27 @@ Emit = Callable[[str, dict[str, Any]], None]
 
 # A comment line keeps idle connections (and proxies in between) from timing out.
 PING = b": ping\n\n"
+
+
+class StreamsUnavailable(Exception):
+    """The shared stream store cannot be reached: the request gets a 503 saying so."""
+
+
+class StreamView(Protocol):
+    """What a reader needs of a stream, wherever its events are kept."""
+
+    id: str
+    conversation_id: str | None
+
+    @property
+    def last_id(self) -> int: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def head(self) -> bytes: ...
+
+    def read(self, after: int = 0, ping_interval: float = 15.0) -> AsyncIterator[bytes]: ...
 
 
 class ResumableStream:
@@ -100,6 +121,25 @@ class StreamRegistry:
     def get(self, stream_id: str) -> ResumableStream | None:
         return self._streams.get(stream_id)
 
+    # The interface the routes use; a registry on a shared store overrides these.
+
+    async def open(
+        self,
+        conversation_id: str | None,
+        generate: Callable[[Emit], Awaitable[object]],
+        on_done: Callable[[], None] | None = None,
+    ) -> StreamView:
+        """`start`, where a shared store may first have to record the stream (`StreamsUnavailable`)."""
+        return self.start(conversation_id, generate, on_done)
+
+    async def find(self, stream_id: str) -> StreamView | None:
+        """The stream with this id, live or recently finished, or None."""
+        return self.get(stream_id)
+
+    async def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports about where streams are kept (raises `StreamsUnavailable`)."""
+        return {"streams": "memory"}
+
     def start(
         self,
         conversation_id: str | None,
@@ -107,7 +147,14 @@ class StreamRegistry:
         on_done: Callable[[], None] | None = None,
     ) -> ResumableStream:
         """Run ``generate(emit)`` in a task of its own; its events go to a new stream's buffer."""
-        stream = ResumableStream(uuid.uuid4().hex, conversation_id)
+        return self._launch(ResumableStream(uuid.uuid4().hex, conversation_id), generate, on_done)
+
+    def _launch(
+        self,
+        stream: ResumableStream,
+        generate: Callable[[Emit], Awaitable[object]],
+        on_done: Callable[[], None] | None,
+    ) -> ResumableStream:
         self._streams[stream.id] = stream
         stream.task = asyncio.create_task(
             self._run(stream, generate, on_done), name=f"cllm-stream-{stream.id}"
@@ -137,15 +184,17 @@ class StreamRegistry:
                 on_done()
             self._arm(stream)
 
-    def attach(self, stream: ResumableStream) -> None:
+    def attach(self, stream: StreamView) -> None:
         """A reader starts: generation must not be stopped for want of readers."""
-        stream.readers += 1
-        self._disarm(stream)
+        if isinstance(stream, ResumableStream):
+            stream.readers += 1
+            self._disarm(stream)
 
-    def detach(self, stream: ResumableStream) -> None:
-        stream.readers -= 1
-        if stream.readers <= 0:
-            self._arm(stream)
+    def detach(self, stream: StreamView) -> None:
+        if isinstance(stream, ResumableStream):
+            stream.readers -= 1
+            if stream.readers <= 0:
+                self._arm(stream)
 
     async def cancel(self, stream_id: str) -> bool:
         """Stop a stream's generation. False when there is no such stream."""

@@ -1,0 +1,435 @@
+"""Resumable streams shared through Redis, so that any server process can serve any stream.
+
+One Redis Stream per cllm stream: entry ``0-N`` is SSE event ``N``, its field ``f`` the frame as
+it was encoded once by the producer. Beside it, under the same hash tag (one Cluster slot):
+
+- ``cllm:s:{id}:meta``: a hash with the conversation id, the last event number, ``done`` and the
+  ``cancel`` flag;
+- ``cllm:s:{id}:lease``: the producer's token, expiring unless the producer renews it;
+- ``cllm:s:{id}:seen``: set by every reader, expiring after ``ttl`` without one.
+
+The producer appends in batches through a script that writes only while the lease holds its token,
+so a second producer for the same id is refused. Readers on other processes read what they missed
+with ``XRANGE`` and then the live tail with ``XREAD BLOCK``: one ordered channel, no pub/sub. A
+reader that finds the lease gone before the stream is done appends one terminal ``error`` event of
+kind ``producer_lost`` (once, through a script that checks nothing moved) and stops; nothing ever
+starts the generation again.
+
+Readers in the producer's own process read its memory, as without Redis; Redis then costs one
+script call per batch of events. If Redis cannot be reached, starting, resuming or stopping a
+stream raises `StreamsUnavailable` (the routes answer 503); a running stream whose events cannot
+be stored stops, and its readers get an ``error`` event of kind ``streams_unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from cllm.server.streams import (
+    PING,
+    Emit,
+    ResumableStream,
+    StreamRegistry,
+    StreamsUnavailable,
+    StreamView,
+)
+from cllm.server.wire import dumps, sse_frame
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+__all__ = ["RedisStreamRegistry", "connect", "redact"]
+
+logger = logging.getLogger("cllm.server")
+
+BATCH = 512
+"""Most events appended (or read) in one call."""
+
+_CREATE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'conversation_id', ARGV[4], 'last', 0, 'done', 0, 'cancel', 0)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[4], '1', 'PX', ARGV[3])
+return 1
+"""
+
+_APPEND = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+local seq = tonumber(ARGV[2])
+for i = 5, #ARGV do
+  redis.call('XADD', KEYS[1], '0-' .. seq, 'f', ARGV[i])
+  seq = seq + 1
+end
+if #ARGV >= 5 then redis.call('HSET', KEYS[2], 'last', seq - 1) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then
+  redis.call('HSET', KEYS[2], 'done', 1)
+  redis.call('DEL', KEYS[3])
+end
+return tonumber(redis.call('HGET', KEYS[2], 'cancel') or '0')
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[4] == '1' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[3]) end
+return {1, tonumber(redis.call('HGET', KEYS[2], 'cancel') or '0'), redis.call('EXISTS', KEYS[4])}
+"""
+
+_LOST = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local done = redis.call('HGET', KEYS[2], 'done')
+if (not done) or done == '1' then return 0 end
+if redis.call('HGET', KEYS[2], 'last') ~= ARGV[1] then return 0 end
+local seq = tonumber(ARGV[1]) + 1
+redis.call('XADD', KEYS[1], '0-' .. seq, 'f', ARGV[2])
+redis.call('HSET', KEYS[2], 'last', seq, 'done', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+_CANCEL = """
+local done = redis.call('HGET', KEYS[1], 'done')
+if not done then return 0 end
+if done == '1' then return 2 end
+redis.call('HSET', KEYS[1], 'cancel', 1)
+return 1
+"""
+
+
+def _keys(stream_id: str) -> list[str]:
+    base = f"cllm:s:{{{stream_id}}}"
+    return [base, base + ":meta", base + ":lease", base + ":seen"]
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, credentials = head.partition("://")
+    user = credentials.partition(":")[0]
+    return f"{scheme}{sep}{user}:***@{tail}" if ":" in credentials else url
+
+
+def connect(url: str) -> redis.asyncio.Redis:
+    """A client for ``url`` that fails fast (seconds, not minutes) when Redis is not there."""
+    try:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import ExponentialBackoff
+    except ImportError as e:
+        raise StreamsUnavailable(
+            "--redis needs redis-py: install the redis extra: pip install 'cllm[redis]'"
+        ) from e
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        health_check_interval=15,
+    )
+
+
+def _lost_frame(seq: int) -> bytes:
+    message = "the server producing this stream stopped before it ended"
+    data = {"message": message, "kind": "producer_lost", "status_code": None}
+    return sse_frame("error", dumps(data), seq)
+
+
+class _Mirrored(ResumableStream):
+    """A stream of this process whose events also go to Redis, in batches, by one writer task."""
+
+    def __init__(self, stream_id: str, conversation_id: str | None) -> None:
+        super().__init__(stream_id, conversation_id)
+        self.token = uuid.uuid4().hex
+        self.written = 0
+        self.dirty = asyncio.Event()
+        self.writer: asyncio.Task[None] | None = None
+        self.renewer: asyncio.Task[None] | None = None
+        self.broken: str | None = None
+        self._failure: tuple[str, str] | None = None
+
+    def append(self, event: str, data: dict[str, Any]) -> None:
+        super().append(event, data)
+        self.dirty.set()
+
+    def fail(self, kind: str, message: str) -> None:
+        """End the stream with an error only this process's readers get (Redis is out of reach, or
+        no longer takes this process's writes), after the generation's own last event. A stream
+        that has already finished here is complete for them: it is left as it is."""
+        if not self.finished:
+            self._failure = (kind, message)
+
+    def finish(self) -> None:
+        if self._failure is not None and not self.finished:
+            kind, message = self._failure
+            data = {"message": message, "kind": kind, "status_code": None}
+            self.frames.append(sse_frame("error", dumps(data), len(self.frames) + 1))
+        super().finish()
+        self.dirty.set()
+
+
+class _Remote:
+    """A stream produced by another process, read from Redis."""
+
+    def __init__(
+        self,
+        registry: RedisStreamRegistry,
+        stream_id: str,
+        conversation_id: str | None,
+        last: int,
+        done: bool,
+    ) -> None:
+        self.registry = registry
+        self.id = stream_id
+        self.conversation_id = conversation_id
+        self._last = last
+        self._done = done
+
+    @property
+    def last_id(self) -> int:
+        return self._last
+
+    @property
+    def finished(self) -> bool:
+        return self._done
+
+    def head(self) -> bytes:
+        return sse_frame("stream", dumps({"stream_id": self.id, "conversation_id": self.conversation_id}))
+
+    def read(self, after: int = 0, ping_interval: float = 15.0) -> AsyncIterator[bytes]:
+        return self.registry._read_remote(self, max(0, after), ping_interval)
+
+
+class RedisStreamRegistry(StreamRegistry):
+    """A `StreamRegistry` whose streams any process sharing the Redis at ``url`` can serve.
+
+    Args:
+        ttl: as `StreamRegistry`: how long a finished stream stays resumable, and a running one
+            runs on without a reader anywhere.
+        url: ``redis://``, ``rediss://`` or ``unix://``.
+        lease: seconds after which a producer that stopped renewing its lease is taken for dead.
+    """
+
+    def __init__(self, ttl: float, url: str, lease: float = 10.0) -> None:
+        super().__init__(ttl)
+        self.url = redact(url)
+        self.lease = lease
+        self.redis = connect(url)
+        self._ttl_ms = max(1, int(ttl * 1000))
+        self._lease_ms = max(1, int(lease * 1000))
+        # A blocking read waits at most this long before it looks at the lease again.
+        self._block = min(2.0, max(0.05, lease / 4))
+        r = self.redis
+        self._create = r.register_script(_CREATE)
+        self._append = r.register_script(_APPEND)
+        self._renew = r.register_script(_RENEW)
+        self._lost = r.register_script(_LOST)
+        self._cancel = r.register_script(_CANCEL)
+
+    def _unavailable(self, error: BaseException) -> StreamsUnavailable:
+        return StreamsUnavailable(f"the stream store (Redis at {self.url}) is unreachable: {error}")
+
+    @contextlib.asynccontextmanager
+    async def _talking(self) -> AsyncIterator[None]:
+        import redis.exceptions
+
+        try:
+            yield
+        except (redis.exceptions.RedisError, OSError) as e:
+            raise self._unavailable(e) from e
+
+    # -- producing ----------------------------------------------------------------------------
+
+    async def open(
+        self,
+        conversation_id: str | None,
+        generate: Callable[[Emit], Awaitable[object]],
+        on_done: Callable[[], None] | None = None,
+    ) -> StreamView:
+        stream = _Mirrored(uuid.uuid4().hex, conversation_id)
+        async with self._talking():
+            created = await self._create(
+                keys=_keys(stream.id),
+                args=[stream.token, self._lease_ms, self._ttl_ms, conversation_id or ""],
+            )
+        if not created:  # a 128-bit random id met another: never in practice, and never overwritten
+            raise StreamsUnavailable("could not record a new stream; try again")
+        self._launch(stream, generate, on_done)
+        stream.writer = asyncio.create_task(self._write(stream), name=f"cllm-stream-writer-{stream.id}")
+        stream.renewer = asyncio.create_task(self._keep(stream), name=f"cllm-stream-lease-{stream.id}")
+        return stream
+
+    def _stop(self, stream: _Mirrored, kind: str, message: str) -> None:
+        if stream.broken is None:
+            stream.broken = kind
+            logger.warning("stream %s: %s", stream.id, message)
+            stream.fail(kind, message)
+            if stream.task is not None and not stream.task.done():
+                stream.task.cancel()
+
+    async def _write(self, stream: _Mirrored) -> None:
+        keys = _keys(stream.id)[:3]
+        try:
+            while True:
+                await stream.dirty.wait()
+                stream.dirty.clear()
+                while True:
+                    end = min(len(stream.frames), stream.written + BATCH)
+                    final = stream.finished and end == len(stream.frames)
+                    frames = stream.frames[stream.written : end]
+                    if not frames and not final:
+                        break
+                    try:
+                        cancel = await self._append(
+                            keys=keys,
+                            args=[stream.token, stream.written + 1, self._ttl_ms, int(final), *frames],
+                        )
+                    except Exception as e:
+                        self._stop(stream, "streams_unavailable", str(self._unavailable(e)))
+                        return
+                    stream.written = end
+                    if cancel == -1:
+                        self._stop(stream, "producer_lost", "this process lost the stream's lease")
+                        return
+                    if cancel == 1 and stream.task is not None and not stream.task.done():
+                        stream.task.cancel()
+                    if final:
+                        return
+        finally:
+            if stream.renewer is not None:
+                stream.renewer.cancel()
+
+    async def _keep(self, stream: _Mirrored) -> None:
+        """Renew the lease; stop the generation when cancelled elsewhere, or read by no one for ttl."""
+        keys = _keys(stream.id)
+        renewed = time.monotonic()
+        while not stream.finished:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                status, cancel, seen = await self._renew(
+                    keys=keys, args=[stream.token, self._lease_ms, self._ttl_ms, int(stream.readers > 0)]
+                )
+            except Exception as e:
+                if time.monotonic() - renewed > self.lease:
+                    self._stop(stream, "streams_unavailable", str(self._unavailable(e)))
+                    return
+                continue
+            renewed = time.monotonic()
+            task = stream.task
+            if status == -1:
+                self._stop(stream, "producer_lost", "this process lost the stream's lease")
+                return
+            if task is not None and not task.done():
+                if cancel == 1:
+                    task.cancel()
+                elif not seen and stream.readers <= 0:
+                    logger.info("stream %s had no reader for %g s: stopping it", stream.id, self.ttl)
+                    task.cancel()
+
+    def _arm(self, stream: ResumableStream) -> None:
+        # A running stream's readers may be in other processes: the lease task watches for them.
+        if stream.finished or not isinstance(stream, _Mirrored):
+            super()._arm(stream)
+        else:
+            self._disarm(stream)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def find(self, stream_id: str) -> StreamView | None:
+        local = self.get(stream_id)
+        if local is not None:
+            return local
+        r: Any = self.redis
+        async with self._talking():
+            conversation_id, last, done = await r.hmget(
+                _keys(stream_id)[1], ["conversation_id", "last", "done"]
+            )
+        if last is None:
+            return None
+        return _Remote(self, stream_id, (conversation_id or b"").decode() or None, int(last), done == b"1")
+
+    async def _read_remote(self, stream: _Remote, after: int, ping_interval: float) -> AsyncIterator[bytes]:
+        key, meta, _, seen = _keys(stream.id)
+        r: Any = self.redis  # its replies are loosely typed
+        position = after
+        quiet_since = time.monotonic()
+        seen_at = 0.0
+        while True:
+            async with self._talking():
+                now = time.monotonic()
+                if now - seen_at > self.ttl / 4:
+                    await r.set(seen, b"1", px=self._ttl_ms)
+                    seen_at = now
+                entries = await r.xrange(key, f"(0-{position}", "+", count=BATCH)
+                if not entries:
+                    reply = await r.xread({key: f"0-{position}"}, count=BATCH, block=int(self._block * 1000))
+                    entries = reply[0][1] if reply else []
+            if entries:
+                yield b"".join(fields[b"f"] for _, fields in entries)
+                position = int(entries[-1][0].split(b"-")[1])
+                quiet_since = time.monotonic()
+                continue
+            async with self._talking():
+                last, done = await r.hmget(meta, ["last", "done"])
+                if last is None or (done == b"1" and int(last) <= position):
+                    return
+                if done != b"1" and int(last) == position and not await r.exists(_keys(stream.id)[2]):
+                    await self._lost(
+                        keys=_keys(stream.id)[:3], args=[position, _lost_frame(position + 1), self._ttl_ms]
+                    )
+                    continue
+            if time.monotonic() - quiet_since >= ping_interval:
+                yield PING
+                quiet_since = time.monotonic()
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    async def cancel(self, stream_id: str) -> bool:
+        if self.get(stream_id) is not None:
+            return await super().cancel(stream_id)
+        meta = _keys(stream_id)[1]
+        async with self._talking():
+            found = await self._cancel(keys=[meta])
+            if found != 1:
+                return bool(found)
+            # Like a local cancel, answer once the generation has stopped (or its producer is gone).
+            deadline = time.monotonic() + self.lease + 2 * self._block
+            while time.monotonic() < deadline:
+                if await self.redis.hget(meta, "done") in (b"1", None):
+                    break
+                if not await self.redis.exists(_keys(stream_id)[2]):
+                    break
+                await asyncio.sleep(0.02)
+        return True
+
+    async def health(self) -> dict[str, Any]:
+        async with self._talking():
+            await asyncio.wait_for(self.redis.ping(), 2)
+        return {"streams": "redis"}
+
+    async def aclose(self) -> None:
+        mirrored = [s for s in self._streams.values() if isinstance(s, _Mirrored)]
+        await super().aclose()
+        writers = [s.writer for s in mirrored if s.writer is not None and not s.writer.done()]
+        if writers:
+            # Let the final events (the cancellations) reach Redis, briefly.
+            await asyncio.wait(writers, timeout=2)
+        for stream in mirrored:
+            for task in (stream.writer, stream.renewer):
+                if task is not None:
+                    task.cancel()
+        with contextlib.suppress(Exception):
+            await self.redis.aclose()
