@@ -219,3 +219,37 @@ def test_a_killed_mid_stream_b_serves_all_it_wrote_then_producer_lost(cluster: C
     # Nothing started the generation again.
     time.sleep(0.3)
     assert len(cluster.provider.exchanges) == before + 1
+
+
+def test_workers_share_streams_through_redis(
+    tmp_path: Path, redis_server: RedisServer, postgres_url: str, replay_server: ReplayServer
+) -> None:
+    config = write_config(tmp_path / "config.toml", replay_server)
+    children: list[str] = []
+    replica = Replica(
+        "workers",
+        ["--config", str(config), "--redis", redis_server.url, "--db", postgres_url, "--workers", "2"],
+        tmp_path,
+    )
+    try:
+        replica.wait_ready()
+        children = (
+            Path(f"/proc/{replica.process.pid}/task/{replica.process.pid}/children").read_text().split()
+        )
+        assert len(children) >= 2
+        # Each request may reach either worker; starting on one and resuming on any always works.
+        for i in range(6):
+            replay_server.add(text_stream([f"r{i}w{j} " for j in range(20)], delay=0.01))
+            first = start_on(replica, 4, {"content": f"q{i}"})
+            rest = read_on(replica, first[0][2]["stream_id"], after=3)
+            ids = ids_of(first[1:] + rest[1:])
+            assert ids == list(range(1, len(ids) + 1)) and rest[-1][1] == "finish"
+            assert text_of(first + rest) == "".join(f"r{i}w{j} " for j in range(20))
+        assert len(httpx.get(replica.url + "/api/conversations").json()["conversations"]) == 6
+    finally:
+        replica.stop()
+    # Stopping the supervisor stops its workers too.
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in children):
+        assert time.monotonic() < deadline, "a worker outlived its supervisor"
+        time.sleep(0.05)
