@@ -19,7 +19,7 @@ from cllm.core.sections import Counter, Section, chars_over_four, split_sections
 from cllm.errors import StreamInterrupted
 from cllm.limits import Limits
 
-__all__ = ["FilePart", "aprocess_file", "section_prompt", "sections"]
+__all__ = ["FilePart", "aprocess_file", "combine_prompt", "section_prompt", "sections"]
 
 
 def _counter(model: str | None) -> Counter:

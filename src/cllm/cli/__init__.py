@@ -55,6 +55,14 @@ def _dispatch(command: str | None, args: argparse.Namespace, parser: argparse.Ar
         from cllm.cli import models
 
         return models.run(args)
+    if command == "batch":
+        from cllm.cli import batch
+
+        return batch.run(args)
+    if command == "file":
+        from cllm.cli import file
+
+        return file.run(args)
     return _serve(args)
 
 
@@ -76,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(command)
     args = parser.parse_args(rest)
     debug = bool(getattr(args, "debug", False))
-    if command in (None, "chat") and not getattr(args, "version", False):
+    if command in (None, "chat", "batch", "file") and not getattr(args, "version", False):
         _import_litellm_early()
     try:
         return _dispatch(command, args, parser)

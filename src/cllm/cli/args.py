@@ -16,7 +16,7 @@ __all__ = [
     "split_command",
 ]
 
-COMMANDS = ("chat", "logs", "models", "serve")
+COMMANDS = ("chat", "logs", "models", "serve", "batch", "file")
 
 # Options of the prompt command that take values, and how many: the first word that is not an
 # option or an option's value decides whether the line names a command or starts a prompt.
@@ -40,6 +40,8 @@ commands:
   cllm logs      recent responses (-n N, -q TEXT, --cid ID, --json)
   cllm models    the models you can use; `cllm models default NAME` sets the default
   cllm serve     an OpenAI-compatible streaming server (needs cllm[server])
+  cllm batch     many prompts from a JSONL file, results to another (resumable)
+  cllm file      a big file in sections: one answer per section, in order
 """
 
 EPILOG = """\
@@ -196,4 +198,20 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         else:
             configure_parser(parser)
         return parser
+    if command in ("batch", "file"):
+        return _batch_or_file_parser(command, formatter)
     raise ValueError(f"unknown command {command!r}")
+
+
+def _batch_or_file_parser(command: str, formatter: type[argparse.HelpFormatter]) -> argparse.ArgumentParser:
+    from cllm.cli import batch, file
+
+    descriptions = {
+        "batch": "Run every prompt of a JSONL file; one result line each, appended (resumable).",
+        "file": "Ask INSTRUCTION of each section of a big text file; answers under ## Section i/n.",
+    }
+    parser = argparse.ArgumentParser(
+        prog=f"cllm {command}", description=descriptions[command], formatter_class=formatter
+    )
+    (batch if command == "batch" else file).configure_parser(parser)
+    return parser
