@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
 import cllm
-from cllm.core.events import Finish
+from cllm.core.events import Event, Finish, Queued
 from cllm.errors import CllmError, ProviderError, StreamTimeout
 from cllm.server import payloads
 from cllm.server.guards import ClientLimiter, client_key
@@ -198,8 +198,11 @@ class OpenAIRoutes:
                 return
             async with stream:
                 events = stream.__aiter__()
+                first: Event | None
                 try:
                     first = await events.__anext__()
+                    while isinstance(first, Queued):  # waiting for capacity: the answer starts later
+                        first = await events.__anext__()
                 except StopAsyncIteration:
                     first = None
                 except Exception as e:
@@ -211,7 +214,7 @@ class OpenAIRoutes:
                 try:
                     try:
                         writer.write(encoder.first(first))
-                        event = first
+                        event: Event | None = first
                         while event is not None:
                             final = stream.response if isinstance(event, Finish) else None
                             text = encoder.encode(event, final)

@@ -32,6 +32,9 @@ The config file is TOML::
     api_base = "http://localhost:4000/v1"
     api_key_env = "MY_PROVIDER_KEY"     # read the key from this environment variable
     first_token_timeout = 900           # cllm's timeouts, per alias (0: none)
+    concurrency = 8                     # limits for all clients together (`cllm.Limits`)
+    rpm = 500
+    tpm = 200000
 """
 
 from __future__ import annotations
@@ -147,6 +150,9 @@ class ModelTable:
             "idle_timeout": DEFAULT_IDLE_TIMEOUT,
         }
     )
+    #: Each alias's `cllm.Limits` (from its ``concurrency``, ``rpm``, ``tpm``), shared by every
+    #: request to that alias in this process.
+    limits: Mapping[str, Any] = field(default_factory=dict)
 
     def default_name(self) -> str | None:
         """The config's default model, else cllm's (``$CLLM_MODEL``, its config, the local model)."""
@@ -209,8 +215,14 @@ class ModelTable:
         Each timeout is the alias's value, else the server's; a client may ask for a shorter one,
         never a longer one. A value of 0 (server or alias) means no bound.
         """
-        model, params = self.resolve(name)
+        chosen = self.choose(name)
+        model, params = self.resolve(chosen)
+        for key in LIMIT_KEYS:
+            params.pop(key, None)
         kwargs = {**params, **options}
+        limits = self.limits.get(chosen)
+        if limits is not None:
+            kwargs["limits"] = limits
         for option in TIMEOUTS:
             limit = float(params.get(option, self.timeouts.get(option, 0)))
             asked = _seconds(options, option)
@@ -443,4 +455,22 @@ def _model_table(
     default = config.get("default_model")
     if default is not None and not isinstance(default, str):
         raise ConfigError("default_model must be a string")
-    return ModelTable(aliases, default or None, only_configured, dict(timeouts))
+    limits = {alias: found for alias, params in aliases.items() if (found := alias_limits(alias, params))}
+    return ModelTable(aliases, default or None, only_configured, dict(timeouts), limits)
+
+
+LIMIT_KEYS = ("concurrency", "rpm", "tpm")
+"""An alias's limits, applied to all clients together (never passed on to LiteLLM)."""
+
+
+def alias_limits(alias: str, params: Mapping[str, Any]) -> Any:
+    """The `cllm.Limits` an alias's ``concurrency``, ``rpm`` and ``tpm`` give (None without any)."""
+    values = {key: params[key] for key in LIMIT_KEYS if params.get(key) is not None}
+    if not values:
+        return None
+    from cllm.limits import Limits
+
+    try:
+        return Limits(**values, name=f"alias:{alias}")
+    except ValueError as e:
+        raise ConfigError(f"[models.{alias}] {e}") from e

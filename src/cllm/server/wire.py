@@ -15,6 +15,7 @@ from typing import Any
 from cllm.core.events import (
     Event,
     Finish,
+    Queued,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -126,6 +127,8 @@ def event_data(event: Event) -> dict[str, Any]:
             "raw_reason": event.raw_reason,
             "usage": None if event.usage is None else usage_dict(event.usage),
         }
+    if isinstance(event, Queued):
+        return {}  # waiting for the model's capacity: the reply starts when there is room
     raise TypeError(f"not a cllm event: {event!r}")
 
 
