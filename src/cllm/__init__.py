@@ -10,6 +10,7 @@ from cllm._files import FilePart, aprocess_file, sections
 from cllm._stream import AsyncStream
 from cllm._sync import Stream
 from cllm.core.events import (
+    Attempt,
     Event,
     Finish,
     Queued,
@@ -21,15 +22,18 @@ from cllm.core.events import (
 )
 from cllm.core.finish import FinishReason, normalize_finish_reason
 from cllm.core.partial_json import PartialJsonParser, parse_partial_json
-from cllm.core.response import Response, ToolCall, Usage
+from cllm.core.response import AttemptRecord, Response, ToolCall, Usage
 from cllm.core.sections import Section
 from cllm.errors import CllmError, ProviderError, StreamInterrupted, StreamTimeout
 from cllm.limits import Limits
+from cllm.retry.policy import Retries
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncStream",
+    "Attempt",
+    "AttemptRecord",
     "BatchInterrupted",
     "BatchItem",
     "BatchProgress",
@@ -44,6 +48,7 @@ __all__ = [
     "Queued",
     "ReasoningDelta",
     "Response",
+    "Retries",
     "Section",
     "Stream",
     "StreamInterrupted",

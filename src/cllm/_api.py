@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cllm import _provider
+from cllm import _provider, retry
 from cllm._stream import AsyncStream, OneShot, Source, Upstream
 from cllm._sync import Stream
 from cllm.core.response import Response
@@ -22,9 +23,16 @@ def _attempt(request: _provider.Request, limits: Limits | None) -> Source:
     return plain if limits is None else Limited(plain, limits)
 
 
-def _source(request: _provider.Request, limits: Limits | None = None) -> Source:
-    """The upstream half for one request: where layers (retries, limits) wrap the plain source."""
-    return _attempt(request, limits)
+def _source(
+    request: _provider.Request, limits: Limits | None = None, policy: retry.Policy | None = None
+) -> Source:
+    """The upstream half for one request: where layers (retries, limits) wrap the plain source.
+
+    Retries wrap the attempts, each of which takes its own place under the limits.
+    """
+    if policy is None:
+        return _attempt(request, limits)
+    return retry.Resilient(request, policy, functools.partial(_attempt, limits=limits))
 
 
 def _limits_option(options: dict[str, Any]) -> Limits | None:
@@ -37,8 +45,9 @@ def _limits_option(options: dict[str, Any]) -> Limits | None:
 def _open(model: str, prompt_or_messages: Prompt, options: dict[str, Any], *, stream: bool) -> AsyncStream:
     options = dict(options)
     limits = _limits_option(options)
+    policy = retry.take_options(options)
     request = _provider.prepare(model, prompt_or_messages, options, stream=stream)
-    return AsyncStream(request, _source(request, limits))
+    return AsyncStream(request, _source(request, limits, policy))
 
 
 def astream(model: str, prompt_or_messages: Prompt, **options: Any) -> AsyncStream:
@@ -48,8 +57,12 @@ def astream(model: str, prompt_or_messages: Prompt, **options: Any) -> AsyncStre
         model: a LiteLLM model name (``"openai/gpt-4o"``, ``"anthropic/claude-sonnet-4-5"``...).
         prompt_or_messages: a string (one user message) or an OpenAI-format message list.
         **options: passed to LiteLLM (``tools``, ``temperature``, ``max_tokens``, ``api_base``...),
-            plus cllm's ``first_token_timeout``, ``idle_timeout`` and ``total_timeout`` in seconds,
-            and ``limits`` (a `cllm.Limits`: the request waits for its place before it is sent).
+            plus cllm's ``first_token_timeout``, ``idle_timeout`` and ``total_timeout`` in seconds
+            (``total_timeout`` bounds all attempts together), ``limits`` (a `cllm.Limits`: each
+            attempt waits for its place before it is sent), and ``retries`` (a count or
+            `cllm.Retries`), ``fallbacks`` (models, or ``{"model": ..., **options}``, each with its
+            own retries) and ``mid_stream`` (``"continue"``, ``"restart"`` or ``"raise"``: what to do
+            when a stream fails after output began). A new attempt shows as a `cllm.Attempt` event.
 
     Use as ``async with cllm.astream(...) as s: async for event in s: ...``; the request is
     sent when iteration starts.

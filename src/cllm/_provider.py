@@ -28,6 +28,7 @@ from cllm.errors import CllmError, ProviderError
 __all__ = [
     "ChunkReader",
     "Request",
+    "accepts_prefix",
     "aload",
     "cost",
     "count_tokens",
@@ -628,4 +629,39 @@ def provider_error(exc: BaseException, model: str) -> CllmError:
         kind=kind,
         error_type=error_type,
         code=code,
+        retry_after=_retry_after(exc),
     )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The provider's ``Retry-After``, from the response headers LiteLLM keeps on its exceptions."""
+    from cllm.retry.policy import parse_retry_after
+
+    for current in (exc, root_cause(exc)):
+        headers = getattr(current, "litellm_response_headers", None)
+        if headers is None:
+            headers = getattr(getattr(current, "response", None), "headers", None)
+        if headers is not None and hasattr(headers, "items"):
+            with contextlib.suppress(Exception):
+                seconds = parse_retry_after(dict(headers.items()))
+                if seconds is not None:
+                    return seconds
+    return None
+
+
+def accepts_prefix(request: Request) -> bool:
+    """Whether the request's model continues a trailing assistant message (an assistant prefill),
+    as LiteLLM's model table says; cllm's local models continue from any prefix."""
+    model = request.model
+    if model.startswith("local/") or request.provider == "local":
+        return True
+    lib = litellm()
+    check = getattr(getattr(lib, "utils", None), "supports_assistant_prefill", None)
+    with contextlib.suppress(Exception):
+        if check is not None:  # LiteLLM 1.110 on
+            return bool(check(model=model, custom_llm_provider=request.provider))
+    try:
+        info = lib.get_model_info(model, custom_llm_provider=request.provider)
+    except Exception:
+        return False
+    return info.get("supports_assistant_prefill") is True

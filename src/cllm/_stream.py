@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from cllm import _provider
 from cllm.core.accumulator import NO_FINISH_REASON, Chunk, StreamAccumulator
-from cllm.core.events import Event, TextDelta
+from cllm.core.events import Attempt, Event, TextDelta
 from cllm.core.response import Response, Usage
 from cllm.errors import CllmError, StreamInterrupted, StreamTimeout
 
@@ -58,7 +58,8 @@ class Source(Protocol):
 
     `Upstream` (one LiteLLM stream) and `OneShot` (one non-streaming call) are the plain sources.
     Retries, fallbacks and limits are sources that wrap others: the state half and the sync and
-    async facades only ever see this interface.
+    async facades only ever see this interface. A source that makes several attempts returns an
+    `Attempt` from `next` when one starts, and has ``attempts`` (the records) and ``cost`` (their sum).
     """
 
     request: _provider.Request
@@ -88,6 +89,7 @@ class Source(Protocol):
         """The next chunk, or None once the stream has ended normally; raises on failure.
 
         A layer may also return an `Event` of its own (`Queued`): it goes to the consumer as it is.
+        An `Attempt` (a retrying layer's) also resets the answer when it says ``discard``.
         """
         ...
 
@@ -132,8 +134,10 @@ class Upstream:
             self._exhaust()
             return self._ended()
         except TimeoutError as exc:
+            self._keep_usage()
             raise self._timed_out() from exc
         except Exception as exc:
+            self._keep_usage()
             if self._finished:
                 # The provider had already said it was done: a connection dropped afterwards loses nothing.
                 self._exhaust()
@@ -189,6 +193,12 @@ class Upstream:
         self._last_chunk = time.perf_counter()
         self._reader = _provider.ChunkReader(self._wrapper)
         self._chunks = self._wrapper.__aiter__()
+
+    def _keep_usage(self) -> None:
+        # A failed stream may still have reported usage (some providers send it on every chunk).
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                self.usage = self._reader.usage()
 
     def _exhaust(self) -> None:
         self.exhausted = True
@@ -271,9 +281,19 @@ class StreamState:
         self.final: Response | None = None
 
     def feed(self, chunk: Chunk | Event) -> list[Event]:
+        if isinstance(chunk, Attempt):
+            return self.attempt(chunk)
         if not isinstance(chunk, Chunk):
             return [chunk]  # a layer's own event (`Queued`)
         return self._acc.feed(chunk)
+
+    def attempt(self, marker: Attempt) -> list[Event]:
+        """A new attempt starts: over from nothing when it discards what was shown, else spliced on."""
+        if marker.discard:
+            self._acc = StreamAccumulator()
+        else:
+            self._acc.forget_model()
+        return [marker]
 
     def end(self) -> list[Event]:
         """The provider's stream ended normally."""
@@ -321,9 +341,14 @@ class StreamState:
         if self.final is None:
             meta = self._meta()
             request, usage = self._up.request, self._acc.usage
-            meta["cost"] = _provider.cost(request.model, request.provider, usage)
-            if meta["cost"] is None and self._acc.model:
-                meta["cost"] = _provider.cost(self._acc.model, request.provider, usage)
+            records = getattr(self._up, "attempts", None)
+            if records is not None:
+                meta["attempts"] = list(records)
+                meta["cost"] = getattr(self._up, "cost", None)
+            else:
+                meta["cost"] = _provider.cost(request.model, request.provider, usage)
+                if meta["cost"] is None and self._acc.model:
+                    meta["cost"] = _provider.cost(self._acc.model, request.provider, usage)
             self.final = self._acc.snapshot(**meta)
         return self.final
 

@@ -25,6 +25,8 @@ class ProviderError(CllmError):
             ``RateLimitError``, ``APIConnectionError``, ``Timeout``...).
         error_type: the provider's own error ``type``, when its error body had one.
         code: the provider's own error ``code`` (``invalid_api_key``...), when its error body had one.
+        retry_after: the seconds the provider asked to wait before trying again (its
+            ``Retry-After`` header), when it said.
 
     A missing API key is a ``status_code`` 401 whose message names the variable to set.
     """
@@ -39,6 +41,7 @@ class ProviderError(CllmError):
         kind: str | None = None,
         error_type: str | None = None,
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -48,6 +51,7 @@ class ProviderError(CllmError):
         self.kind = kind
         self.error_type = error_type
         self.code = code
+        self.retry_after = retry_after
 
 
 class StreamInterrupted(CllmError):

@@ -247,6 +247,10 @@ class StreamAccumulator:
         call.ended = ToolCallEnd(call.index, call.final_id(), call.name, arguments, arguments_json, error)
         return call.ended
 
+    def forget_model(self) -> None:
+        """Another source carries on this answer: the model it reports is the one that finished."""
+        self._model = None
+
     # -- ending ----------------------------------------------------------------------------------
 
     def end(self) -> list[Event]:

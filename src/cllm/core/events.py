@@ -9,6 +9,7 @@ from cllm.core.finish import FinishReason
 from cllm.core.response import Usage
 
 __all__ = [
+    "Attempt",
     "Event",
     "Finish",
     "Queued",
@@ -98,4 +99,24 @@ class Queued:
     type: Literal["queued"] = "queued"
 
 
-Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | Finish | Queued
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A new attempt at the answer starts, after the previous one failed.
+
+    ``number`` counts attempts from 1 (this one is at least 2); ``model`` is the model it asks;
+    ``error`` is why the previous attempt failed; ``delay`` the seconds waited before it.
+    ``discard=False``: the answer goes on where it broke off (nothing shown so far is repeated).
+    ``discard=True``: drop everything shown so far, the answer starts over; ``reason`` says why it
+    could not go on where it broke off, when that was asked for.
+    """
+
+    number: int
+    model: str
+    error: str
+    delay: float = 0.0
+    discard: bool = False
+    reason: str | None = None
+    type: Literal["attempt"] = "attempt"
+
+
+Event = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | ToolCallEnd | Finish | Queued | Attempt

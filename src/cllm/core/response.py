@@ -8,7 +8,7 @@ from typing import Any
 
 from cllm.core.finish import FinishReason
 
-__all__ = ["Response", "ToolCall", "Usage"]
+__all__ = ["AttemptRecord", "Response", "ToolCall", "Usage", "add_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,47 @@ class ToolCall:
         }
 
 
+def add_usage(a: Usage | None, b: Usage | None) -> Usage | None:
+    """Two attempts' usage added up field by field; a field neither reported stays None."""
+    if a is None or b is None:
+        return a if b is None else b
+
+    def plus(x: int | None, y: int | None) -> int | None:
+        return None if x is None and y is None else (x or 0) + (y or 0)
+
+    return Usage(
+        plus(a.prompt_tokens, b.prompt_tokens),
+        plus(a.completion_tokens, b.completion_tokens),
+        plus(a.total_tokens, b.total_tokens),
+        plus(a.reasoning_tokens, b.reasoning_tokens),
+        plus(a.cached_tokens, b.cached_tokens),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt at a response: which model, when, how it ended, what it cost.
+
+    ``started`` is a Unix time; ``duration`` seconds; ``outcome`` is ``"finished"``, ``"failed"``
+    or ``"cancelled"`` with ``error`` saying why for the last two; ``output`` whether any output
+    arrived; ``delay`` the seconds waited before it; ``mode`` how it took over from the previous
+    attempt (``"retry"`` before any output, ``"continue"`` or ``"restart"`` after), None for the first.
+    ``usage`` and ``cost`` are None when the provider reported none for this attempt.
+    """
+
+    number: int
+    model: str
+    started: float
+    duration: float | None
+    outcome: str
+    error: str | None = None
+    output: bool = False
+    usage: Usage | None = None
+    cost: float | None = None
+    delay: float = 0.0
+    mode: str | None = None
+
+
 def _call_dict(call: ToolCall) -> dict[str, Any]:
     return {f.name: getattr(call, f.name) for f in fields(call)}
 
@@ -57,7 +98,8 @@ class Response:
     so far (``finish_reason`` None); at the end it is final. ``usage`` is None when the provider
     reported none, and ``cost`` (USD) is None when the price is unknown: never made-up zeros.
     ``server_tool_calls`` are calls the provider ran itself (Anthropic's code execution, web
-    search...): kept for the record, not for the caller to run.
+    search...): kept for the record, not for the caller to run. ``attempts`` has one record per
+    attempt when retries or fallbacks were asked for (``usage`` and ``cost`` then add them up).
     """
 
     text: str = ""
@@ -74,6 +116,7 @@ class Response:
     error: str | None = None
     refusal: str | None = None
     server_tool_calls: list[ToolCall] = field(default_factory=list)
+    attempts: list[AttemptRecord] = field(default_factory=list)
 
     def message(self) -> dict[str, Any]:
         """The OpenAI-format assistant message to append to a conversation."""
@@ -90,6 +133,7 @@ class Response:
         data["tool_calls"] = [_call_dict(call) for call in self.tool_calls]
         data["server_tool_calls"] = [_call_dict(call) for call in self.server_tool_calls]
         data["usage"] = None if self.usage is None else asdict(self.usage)
+        data["attempts"] = [asdict(record) for record in self.attempts]
         data["finish_reason"] = self.finish_reason.value if self.finish_reason else None
         return data
 

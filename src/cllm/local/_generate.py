@@ -25,6 +25,7 @@ from cllm.local._prompt import (
     TRANSCRIPT_STOP,
     LocalModelError,
     Sampling,
+    _text_of,
     call_schema,
     plan_tools,
     render_transcript,
@@ -60,6 +61,7 @@ class Generation:
         self.call_id = f"call_{uuid.uuid4().hex[:24]}"
         self.completion_tokens = 0
         self._cancelled = threading.Event()
+        self.continues = False  # from an assistant prefix
         llm = model.llm
         prompt = self._render(messages)
         self.prompt_tokens: list[int] = llm.tokenize(
@@ -77,6 +79,14 @@ class Generation:
     # -- preparation ------------------------------------------------------------------------------
 
     def _render(self, messages: Sequence[Mapping[str, Any]]) -> _Prompt:
+        last = messages[-1] if messages else None
+        if last is not None and last.get("role") == "assistant" and last.get("prefix") is True:
+            # An assistant prefix: the reply goes on from it, whatever it is.
+            self.continues = True
+            prompt = self._render(messages[:-1])
+            text = _text_of(last.get("content"))
+            joiner = " " if not prompt.special and text and not prompt.text.endswith((" ", "\n")) else ""
+            return _Prompt(prompt.text + joiner + text, prompt.stop, prompt.add_bos, prompt.special)
         turns = to_turns(messages)
         instructions = tools_instruction(self.plan.offered) if self.plan.offered else None
         template = self.model.chat_template
@@ -140,7 +150,7 @@ class Generation:
             self.model.lock.release()
 
     def _text(self) -> Iterator[Chunk]:
-        output, finish = TextOutput(), "length"
+        output, finish = TextOutput(keep_space=self.continues), "length"
         for text, reason in self._complete(None, self.stop_strings):
             if self.cancelled:
                 return

@@ -11,10 +11,11 @@ __all__ = ["CallOutput", "Piece", "TextOutput"]
 
 
 class TextOutput:
-    """A text reply: the transcript format makes the model start with a space, which is dropped."""
+    """A text reply: the transcript format makes the model start with a space, which is dropped,
+    unless the reply goes on from an assistant prefix (``keep_space``), where the space is the text's."""
 
-    def __init__(self) -> None:
-        self._started = False
+    def __init__(self, keep_space: bool = False) -> None:
+        self._started = keep_space
 
     def feed(self, text: str) -> str:
         if not self._started:
