@@ -351,3 +351,24 @@ def test_any_response_comes_back_as_it_went_in(
     )
     assert [c["arguments"] for c in again.tool_calls] == arguments
     assert store.history(conv.id) == [*messages_in, response.message()]
+
+
+def test_renaming_a_conversation_keeps_its_place_and_responses(store: Store) -> None:
+    first = store.create_conversation(title="first")
+    second = store.create_conversation(title="second")
+    logged = store.log_response(first.id, Response(text="an answer"), model="m", messages_in=[user("q")])
+    order = [c.id for c in store.list_conversations()]
+    before = store.get_conversation(first.id)
+    renamed = store.rename_conversation(first.id, "  Rivers\n of   Europe ")
+    assert renamed is not None and renamed.title == "Rivers of Europe"
+    assert before is not None and renamed.updated == before.updated  # renaming does not reorder
+    assert [c.id for c in store.list_conversations()] == order
+    assert store.get_response(logged.id) is not None
+    assert store.rename_conversation("no-such-id", "x") is None
+    for bad in ("", " \n\t ", "x" * 201):
+        with pytest.raises(ValueError):
+            store.rename_conversation(second.id, bad)
+    unchanged = store.get_conversation(second.id)
+    assert unchanged is not None and unchanged.title == "second"
+    longest = store.rename_conversation(second.id, "é" * 200)
+    assert longest is not None and longest.title == "é" * 200

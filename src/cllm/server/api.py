@@ -21,6 +21,7 @@ from cllm.server.session import ChatService, parse_chat_request
 from cllm.server.settings import RequestError
 from cllm.server.streams import StreamRegistry, StreamsUnavailable, StreamView
 from cllm.store import StoreError
+from cllm.store.records import clean_title
 
 __all__ = ["ChatRoutes"]
 
@@ -172,3 +173,26 @@ class ChatRoutes:
         if not deleted:
             return error_response(404, f"no conversation {conversation_id}", code="conversation_not_found")
         return JSONResponse({"id": conversation_id, "deleted": True})
+
+    async def rename_conversation(self, request: Request) -> Response:
+        """``PATCH {"title": "..."}``: the renamed conversation."""
+        conversation_id = request.path_params["conversation_id"]
+        try:
+            body = payloads.loads(await request.body())
+            if not isinstance(body, dict) or not isinstance(body.get("title"), str):
+                raise RequestError(400, "give the new 'title' (a string)", param="title")
+            unknown = sorted(set(body) - {"title"})
+            if unknown:
+                raise RequestError(400, f"fields not allowed: {', '.join(unknown)}", param=unknown[0])
+            try:
+                title = clean_title(body["title"])
+            except ValueError as e:
+                raise RequestError(400, str(e), param="title") from None
+            renamed = await run_in_threadpool(self.service.store.rename_conversation, conversation_id, title)
+        except RequestError as e:
+            return request_error_response(e)
+        except StoreError as e:
+            return _store_error(e)
+        if renamed is None:
+            return error_response(404, f"no conversation {conversation_id}", code="conversation_not_found")
+        return JSONResponse(renamed.to_dict())

@@ -171,6 +171,7 @@ def create_app(
         Route("/api/conversations", chat.conversations, methods=["GET"]),
         Route("/api/conversations/{conversation_id}", chat.conversation, methods=["GET"]),
         Route("/api/conversations/{conversation_id}", chat.delete_conversation, methods=["DELETE"]),
+        Route("/api/conversations/{conversation_id}", chat.rename_conversation, methods=["PATCH"]),
         WebSocketRoute("/ws", ChatSocket(service, limiter, sockets, settings.ws_idle_timeout).handle),
         Route("/", index, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -184,7 +185,7 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "DELETE"],
+                allow_methods=["GET", "POST", "PATCH", "DELETE"],
                 allow_headers=["authorization", "content-type", "last-event-id"],
                 expose_headers=["x-cllm-stream-id"],
             ),

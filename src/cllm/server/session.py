@@ -134,17 +134,20 @@ class ChatTurn:
     async def run(self, emit: Emit) -> Response | None:
         """Stream the reply, emitting each event; save the exchange; return the final response.
 
-        Every outcome ends with one last event: ``finish`` (saved), ``error`` (a partial answer is
-        saved, marked interrupted; so is a reply whose events could not be encoded) or, when
-        cancelled, ``error`` of kind ``cancelled`` (the partial answer is saved too) before
-        `asyncio.CancelledError` propagates.
+        Every outcome ends with one last event, which names the ``model`` asked to answer:
+        ``finish`` (saved), ``error`` (a partial answer is saved, marked interrupted; so is a reply
+        whose events could not be encoded) or, when cancelled, ``error`` of kind ``cancelled`` (the
+        partial answer is saved too) before `asyncio.CancelledError` propagates.
         """
         service, request = self.service, self.request
         scrub = service.scrubber
         try:
             litellm_model, kwargs = service.models.call(self.model, request.options)
         except RequestError as e:
-            emit("error", {"message": e.message, "kind": "bad_request", "status_code": e.status})
+            emit(
+                "error",
+                {"message": e.message, "kind": "bad_request", "status_code": e.status, "model": self.model},
+            )
             return None
         messages = [*self.history, *request.messages_in]
         stream: cllm.AsyncStream | None = None
@@ -159,6 +162,7 @@ class ChatTurn:
                     data["response"] = scrubbed_response(response, scrub)
                     data["conversation_id"] = self.conversation_id
                     data["response_id"] = saved
+                    data["model"] = self.model
                     emit("finish", data)
                     return response
                 emit(event.type, event_data(event))
@@ -177,6 +181,7 @@ class ChatTurn:
                     "status_code": None,
                     "response": partial_response(response, scrub),
                     "response_id": response_id,
+                    "model": self.model,
                 },
             )
             raise
@@ -193,6 +198,7 @@ class ChatTurn:
                 saved = await self._save(partial)
             if saved is not None:
                 data["response_id"] = saved
+            data["model"] = self.model
             emit("error", data)
             return partial
 

@@ -151,7 +151,7 @@ class ChatSocket:
         except StoreError as e:
             emit("error", {"message": str(e), "kind": "store_error", "status_code": 500})
             return
-        emit("start", {"conversation_id": turn.conversation_id})
+        emit("start", {"conversation_id": turn.conversation_id, "model": turn.model})
         finished: dict[str, Any] = {}
 
         def forward(kind: str, data: dict[str, Any]) -> None:

@@ -397,6 +397,18 @@ class PostgresStore:
             cursor = conn.execute("DELETE FROM conversations WHERE id = %s", (_encode_text(conversation_id),))
             return cursor.rowcount > 0
 
+    def rename_conversation(self, conversation_id: str, title: str) -> Conversation | None:
+        """Give a conversation a new title (see `cllm.store.ConversationStore.rename_conversation`)."""
+        title = records.clean_title(title)
+        with self._transaction("rename a conversation", write=True) as conn:
+            cursor = conn.execute(
+                "UPDATE conversations SET title = %s WHERE id = %s",
+                (_encode_text(title), _encode_text(conversation_id)),
+            )
+            if cursor.rowcount == 0:
+                return None
+            return self._get_conversation(conn, _encode_text(conversation_id))
+
     def history(self, conversation_id: str) -> list[dict[str, Any]]:
         """The whole conversation as OpenAI messages (see `cllm.store.ConversationStore.history`)."""
         with self._transaction("read a conversation") as conn:

@@ -19,6 +19,7 @@ __all__ = [
     "Conversation",
     "LoggedResponse",
     "StoreError",
+    "clean_title",
     "fts_query",
     "history_messages",
     "is_secret_option",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 TITLE_MAX = 80
+TITLE_LIMIT = 200
 
 
 class StoreError(CllmError):
@@ -202,6 +204,17 @@ def title_from_prompt(prompt: str | None) -> str | None:
         if line:
             return line if len(line) <= TITLE_MAX else line[: TITLE_MAX - 1].rstrip() + "…"
     return None
+
+
+def clean_title(title: str) -> str:
+    """A title a user gave, on one line; `ValueError` when it is empty or longer than
+    ``TITLE_LIMIT`` characters."""
+    cleaned = " ".join(title.split())
+    if not cleaned:
+        raise ValueError("a title must not be empty")
+    if len(cleaned) > TITLE_LIMIT:
+        raise ValueError(f"a title must be at most {TITLE_LIMIT} characters")
+    return cleaned
 
 
 def response_values(

@@ -234,6 +234,20 @@ class ConversationStore:
             cursor = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
             return cursor.rowcount > 0
 
+    def rename_conversation(self, conversation_id: str, title: str) -> Conversation | None:
+        """Give a conversation a new title (runs of whitespace become one space); None when there is
+        no such conversation. Its ``updated`` time is kept, so renaming does not reorder the list.
+
+        Raises:
+            ValueError: the title is empty or longer than 200 characters.
+        """
+        title = records.clean_title(title)
+        with self._transaction("rename a conversation", write=True) as conn:
+            cursor = conn.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+            if cursor.rowcount == 0:
+                return None
+            return self._get_conversation(conn, conversation_id)
+
     def history(self, conversation_id: str) -> list[dict[str, Any]]:
         """The whole conversation as OpenAI messages, ready to send with the next prompt.
 
