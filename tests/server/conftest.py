@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -17,6 +17,9 @@ from support.replay_server import ReplayServer, ScriptedResponse, sse_events, st
 
 from cllm.server.app import create_app
 from cllm.server.settings import Settings
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 PROVIDER_KEY = "sk-provider-secret-0123456789"
 
@@ -199,3 +202,65 @@ def read_sse(response: httpx.Response) -> Iterator[tuple[str | None, str, Any]]:
                 event = value
             elif field == "data":
                 data.append(value)
+
+
+# -- the web page in headless Chromium (Debian's), driven by Playwright -----------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+SCREENS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 400, "height": 800}}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def dialogs() -> list[str]:
+    """alert()/confirm() dialogs the page opened."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, dialogs: list[str]) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    yield page
+    context.close()
+
+
+@pytest.fixture(params=list(SCREENS))
+def screen(request: pytest.FixtureRequest) -> str:
+    """Each test using it runs at a desktop width and at a phone width."""
+    return str(request.param)
+
+
+@pytest.fixture
+def ui(browser: Browser, screen: str, dialogs: list[str]) -> Iterator[Page]:
+    """A page at the `screen`'s size that may use the clipboard."""
+    phone = screen == "phone"
+    context = browser.new_context(
+        viewport=SCREENS[screen], is_mobile=phone, has_touch=phone, device_scale_factor=1
+    )
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    yield page
+    context.close()

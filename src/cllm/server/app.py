@@ -64,6 +64,12 @@ async def index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers=_PAGE_HEADERS)
 
 
+async def favicon(request: Request) -> Response:
+    return FileResponse(
+        STATIC_DIR / "favicon.ico", media_type="image/x-icon", headers={"cache-control": "max-age=86400"}
+    )
+
+
 # The page loads nothing from elsewhere; say so to the browser, so injected markup could not either.
 _PAGE_HEADERS = {
     "content-security-policy": (
@@ -174,6 +180,7 @@ def create_app(
         Route("/api/conversations/{conversation_id}", chat.rename_conversation, methods=["PATCH"]),
         WebSocketRoute("/ws", ChatSocket(service, limiter, sockets, settings.ws_idle_timeout).handle),
         Route("/", index, methods=["GET"]),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     hosts = HostPolicy(settings.host, settings.allowed_hosts, settings.cors_origins)

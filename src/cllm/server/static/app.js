@@ -1,6 +1,7 @@
 // The cllm web chat: POST /api/chat and read its server-sent events; resume with Last-Event-ID
-// when the connection drops; DELETE /api/streams/{id} to stop. Model output only ever reaches the
-// page as text nodes (see markdown.js).
+// when the connection drops (or the page is reloaded); DELETE /api/streams/{id} to stop. The URL
+// names the open conversation (/?c=<id>). Model output only ever reaches the page as text nodes
+// (see markdown.js).
 "use strict";
 
 (function () {
@@ -9,14 +10,23 @@
   const prompt = $("prompt");
   const sendButton = $("send");
   const stopButton = $("stop");
-  const modelInput = $("model");
+  const modelSelect = $("model");
+  const modelCustom = $("model-custom");
   const list = $("conversations");
+  const OTHER = "\u0000other";
+  const PHONE = window.matchMedia("(max-width: 720px)");
+  const SVG = "http://www.w3.org/2000/svg";
 
   const state = {
     token: sessionStorage.getItem("cllm-token"),
     conversationId: null,
+    title: null,
+    saved: 0, // responses the open conversation has on the server
     streamId: null,
+    streamConversation: null,
+    live: [], // the nodes of the exchange streaming now, to put back when its conversation is opened
     busy: false,
+    opening: 0,
   };
 
   // -- HTTP ----------------------------------------------------------------------------------
@@ -53,6 +63,12 @@
     }
   }
 
+  function notify(text) {
+    const notice = $("notice");
+    notice.textContent = text || "";
+    notice.hidden = !text;
+  }
+
   // Server-sent events from a fetch response: {id, event, data} for each block.
   async function* readEvents(response) {
     const reader = response.body.getReader();
@@ -81,6 +97,126 @@
     }
   }
 
+  // -- small pieces ----------------------------------------------------------------------------
+
+  function icon(path) {
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 20 20");
+    svg.setAttribute("width", "16");
+    svg.setAttribute("height", "16");
+    svg.setAttribute("aria-hidden", "true");
+    const shape = document.createElementNS(SVG, "path");
+    shape.setAttribute("d", path);
+    shape.setAttribute("fill", "none");
+    shape.setAttribute("stroke", "currentColor");
+    shape.setAttribute("stroke-width", "1.6");
+    shape.setAttribute("stroke-linejoin", "round");
+    svg.append(shape);
+    return svg;
+  }
+
+  const ICONS = {
+    copy: "M7 7h9v10H7zM4 13V3h9",
+    rename: "M4 16l1-4 8-8 3 3-8 8zM11 6l3 3",
+    delete: "M4 6h12M8 6V4h4v2M6 6l1 11h6l1-11",
+  };
+
+  function iconButton(kind, label) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "icon " + kind;
+    button.title = label;
+    button.setAttribute("aria-label", label);
+    button.append(icon(ICONS[kind]));
+    return button;
+  }
+
+  // Copy text, with the old way as a fallback where the clipboard API is not offered (a page
+  // served over plain http on another machine is not a secure context).
+  async function copyText(text) {
+    try {
+      await navigator.clipboard.writeText(text);
+      return true;
+    } catch (e) {
+      const area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "offscreen";
+      document.body.append(area);
+      area.select();
+      let ok = false;
+      try {
+        ok = document.execCommand("copy");
+      } catch (e2) {
+        ok = false;
+      }
+      area.remove();
+      return ok;
+    }
+  }
+
+  function copyButton(label, text) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "copy";
+    button.append(icon(ICONS.copy), document.createTextNode(label));
+    button.onclick = async () => {
+      const ok = await copyText(typeof text === "function" ? text() : text);
+      button.lastChild.textContent = ok ? "Copied" : "Copy failed";
+      button.dataset.copied = ok ? "yes" : "no";
+      setTimeout(() => {
+        button.lastChild.textContent = label;
+        delete button.dataset.copied;
+      }, 1500);
+    };
+    return button;
+  }
+
+  // US dollars: never "$0.000000"; nothing at all when the price is unknown.
+  function formatCost(cost) {
+    // (window.cllmFormatCost below: the page's tests check the rules on their own.)
+    if (typeof cost !== "number" || !isFinite(cost) || cost < 0) return null;
+    if (cost === 0) return "$0";
+    if (cost < 0.000001) return "<$0.000001";
+    const rounded = Number(cost.toPrecision(2));
+    if (rounded >= 0.01) return "$" + cost.toFixed(2);
+    // Two significant digits: $0.0042, $0.00000081.
+    return "$" + rounded.toFixed(1 - Math.floor(Math.log10(rounded)));
+  }
+
+  // The name asked for, and what the provider says answered when that differs ("fast (gpt-4o-mini)").
+  function modelLabel(asked, reported) {
+    if (!asked) return reported || "";
+    if (!reported || reported === asked || asked.split("/").pop() === reported) return asked;
+    return asked + " (" + reported + ")";
+  }
+
+  const FINISH_NOTES = {
+    length: "cut off at the token limit",
+    content_filter: "blocked by the content filter",
+    other: "ended early",
+  };
+
+  function formatMeta(view, response, stopped) {
+    const parts = [];
+    // A logged response's "model" is the name asked for; "response_model" is the provider's.
+    const reported = "response_model" in response ? response.response_model : response.model;
+    const model = modelLabel(view.model, reported);
+    if (model) parts.push(model);
+    const reason = response.finish_reason;
+    if (FINISH_NOTES[reason]) parts.push(FINISH_NOTES[reason]);
+    else if (reason === "stop" && !view.text && !view.calls.size) parts.push("empty reply");
+    const usage = response.usage;
+    if (usage) {
+      parts.push((usage.prompt_tokens ?? "?") + " in / " + (usage.completion_tokens ?? "?") + " out tokens");
+    }
+    const cost = formatCost(response.cost);
+    if (cost) parts.push(cost);
+    if (typeof response.duration === "number") parts.push(response.duration.toFixed(1) + " s");
+    if (response.interrupted && !stopped && reason !== "cancelled") parts.push("interrupted");
+    return parts.join(" · ");
+  }
+
   // -- rendering -----------------------------------------------------------------------------
 
   function addUserMessage(text) {
@@ -93,31 +229,39 @@
     node.append(body);
     messages.append(node);
     scrollDown();
+    return node;
   }
 
   function scrollDown() {
     messages.scrollTop = messages.scrollHeight;
   }
 
-  function formatMeta(response) {
-    const parts = [];
-    if (response.finish_reason) parts.push("finish: " + response.finish_reason);
-    const usage = response.usage;
-    if (usage) {
-      parts.push((usage.prompt_tokens ?? "?") + " in / " + (usage.completion_tokens ?? "?") + " out tokens");
+  // Every code block gets a bar with its language and a copy button.
+  function decorateCode(container) {
+    for (const pre of container.querySelectorAll("pre")) {
+      const code = pre.querySelector("code");
+      if (!code) continue;
+      const bar = document.createElement("div");
+      bar.className = "code-bar";
+      const lang = document.createElement("span");
+      lang.textContent = code.dataset.lang || "code";
+      bar.append(lang, copyButton("Copy code", () => code.textContent));
+      const block = document.createElement("div");
+      block.className = "code-block";
+      pre.replaceWith(block);
+      block.append(bar, pre);
     }
-    if (typeof response.cost === "number") parts.push("$" + response.cost.toFixed(6));
-    if (typeof response.duration === "number") parts.push(response.duration.toFixed(1) + " s");
-    if (response.interrupted) parts.push("interrupted");
-    return parts.join(" · ");
   }
 
   class AssistantView {
-    constructor() {
+    constructor(model) {
       this.node = document.createElement("div");
       this.node.className = "message assistant";
       this.node.dataset.role = "assistant";
       this.node.dataset.state = "streaming";
+      this.model = model || null;
+      this.attempts = document.createElement("div");
+      this.attempts.className = "attempts";
       this.reasoning = null;
       this.body = document.createElement("div");
       this.body.className = "body";
@@ -125,11 +269,18 @@
       this.tools.className = "tool-calls";
       this.meta = document.createElement("div");
       this.meta.className = "meta";
-      this.node.append(this.body, this.tools, this.meta);
+      this.actions = document.createElement("div");
+      this.actions.className = "actions";
+      this.node.append(this.attempts, this.body, this.tools, this.meta, this.actions);
       messages.append(this.node);
       this.text = "";
       this.calls = new Map();
       this.pending = false;
+      this.showModel();
+    }
+
+    showModel() {
+      if (this.node.dataset.state === "streaming") this.meta.textContent = this.model || "";
     }
 
     scheduleRender() {
@@ -144,7 +295,8 @@
 
     renderText() {
       this.body.replaceChildren(window.renderMarkdown(this.text));
-      scrollDown();
+      decorateCode(this.body);
+      if (this.node.isConnected) scrollDown();
     }
 
     reasoningBlock() {
@@ -178,6 +330,38 @@
       return call;
     }
 
+    // Another try at this reply (a retry or a fallback model). With `discard`, what the earlier
+    // try said is kept out of the answer, folded away as abandoned.
+    attempt(data) {
+      const line = document.createElement("div");
+      line.className = "attempt";
+      const parts = ["attempt " + (data.number ?? "?")];
+      if (data.model) parts.push(data.model);
+      const error = data.error && typeof data.error === "object" ? data.error.message : data.error;
+      if (error) parts.push("after: " + String(error));
+      if (typeof data.delay === "number" && data.delay > 0) parts.push("waited " + data.delay.toFixed(1) + " s");
+      line.textContent = parts.join(" · ");
+      this.attempts.append(line);
+      if (data.model) {
+        this.model = data.model;
+        this.showModel();
+      }
+      if (data.discard && (this.text || this.calls.size || this.reasoning)) {
+        this.renderText();
+        const abandoned = document.createElement("details");
+        abandoned.className = "abandoned";
+        const summary = document.createElement("summary");
+        summary.textContent = "abandoned partial reply";
+        abandoned.append(summary, ...this.body.childNodes, ...this.tools.childNodes);
+        if (this.reasoning) abandoned.append(this.reasoning.parentNode);
+        this.attempts.append(abandoned);
+        this.text = "";
+        this.calls = new Map();
+        this.reasoning = null;
+        this.renderText();
+      }
+    }
+
     handle(type, data) {
       switch (type) {
         case "text-delta":
@@ -199,42 +383,102 @@
           if (data.error) call.args.classList.add("error");
           break;
         }
+        case "attempt":
+          this.attempt(data || {});
+          break;
         case "finish":
           this.finish(data.response || { finish_reason: data.reason, usage: data.usage });
           break;
         case "error":
-          this.fail(data.kind === "cancelled" ? "stopped" : data.message, data.response);
+          if (data.kind === "cancelled") this.fail("stopped", data.response, true);
+          else this.fail(data.message, data.response);
           break;
       }
     }
 
-    finish(response) {
-      this.renderText();
-      this.meta.textContent = formatMeta(response);
-      this.node.dataset.state = "done";
+    addActions() {
+      this.actions.replaceChildren();
+      if (this.text) this.actions.append(copyButton("Copy", () => this.text));
     }
 
-    fail(message, response) {
+    finish(response) {
+      this.node.dataset.state = "done";
+      this.renderText();
+      this.meta.textContent = formatMeta(this, response);
+      this.addActions();
+    }
+
+    fail(message, response, stopped) {
+      this.node.dataset.state = stopped ? "stopped" : "error";
       this.renderText();
       this.meta.replaceChildren();
       const error = document.createElement("span");
-      error.className = "error";
+      error.className = stopped ? "stopped" : "error";
       error.textContent = message;
       this.meta.append(error);
-      if (response) this.meta.append(" · " + formatMeta(response));
-      this.node.dataset.state = "error";
+      const rest = response ? formatMeta(this, response, stopped) : this.model || "";
+      if (rest) this.meta.append(" · " + rest);
+      this.addActions();
     }
 
     showLogged(logged) {
+      this.model = logged.model;
       this.text = logged.text || "";
       if (logged.reasoning) this.reasoningBlock().textContent = logged.reasoning;
       (logged.tool_calls || []).forEach((call, i) => {
         const view = this.toolCall(i, call.name);
         view.args.textContent = call.arguments != null ? JSON.stringify(call.arguments, null, 2) : call.arguments_json;
       });
-      if (logged.error && logged.interrupted) this.fail(logged.error, logged);
+      if (logged.finish_reason === "cancelled") this.fail("stopped", logged, true);
+      else if (logged.error && logged.interrupted) this.fail(logged.error, logged);
       else this.finish(logged);
     }
+  }
+
+  // -- models ----------------------------------------------------------------------------------
+
+  // "Other…" (type any name) stays last.
+  const otherOption = document.createElement("option");
+  otherOption.value = OTHER;
+  otherOption.textContent = "Other…";
+
+  function addModelOption(name) {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    if (!otherOption.parentNode) modelSelect.append(otherOption);
+    modelSelect.insertBefore(option, otherOption);
+    return option;
+  }
+
+  async function loadModels() {
+    let names = [];
+    try {
+      const response = await api("/v1/models");
+      if (response.ok) names = ((await response.json()).data || []).map((m) => m.id).filter(Boolean);
+    } catch (e) {
+      names = [];
+    }
+    if (!otherOption.parentNode) modelSelect.append(otherOption);
+    for (const name of names) {
+      if (![...modelSelect.options].some((o) => o.value === name)) addModelOption(name);
+    }
+  }
+
+  function chosenModel() {
+    if (modelSelect.value === OTHER) return modelCustom.value.trim();
+    return modelSelect.value;
+  }
+
+  function showModel(name) {
+    if (!name) {
+      modelSelect.value = "";
+    } else if ([...modelSelect.options].some((o) => o.value === name)) {
+      modelSelect.value = name;
+    } else {
+      modelSelect.value = addModelOption(name).value;
+    }
+    modelCustom.hidden = modelSelect.value !== OTHER;
   }
 
   // -- chatting ------------------------------------------------------------------------------
@@ -245,12 +489,30 @@
     stopButton.disabled = !busy;
   }
 
+  // A reply in flight survives a reload: where to pick it up from.
+  function remember(live) {
+    if (live) sessionStorage.setItem("cllm-live", JSON.stringify(live));
+    else sessionStorage.removeItem("cllm-live");
+  }
+
+  function remembered() {
+    try {
+      return JSON.parse(sessionStorage.getItem("cllm-live") || "null");
+    } catch (e) {
+      return null;
+    }
+  }
+
   async function send(content) {
-    addUserMessage(content);
-    const view = new AssistantView();
+    notify("");
+    const question = addUserMessage(content);
+    const model = chosenModel();
+    const view = new AssistantView(model || null);
+    state.live = [question, view.node];
     const body = { content };
-    if (modelInput.value.trim()) body.model = modelInput.value.trim();
+    if (model) body.model = model;
     if (state.conversationId) body.conversation_id = state.conversationId;
+    const saved = state.saved;
     setBusy(true);
     try {
       const response = await api("/api/chat", {
@@ -262,17 +524,26 @@
         view.fail(await errorText(response));
         return;
       }
-      await consume(response, view);
+      await consume(response, view, { content, saved });
     } catch (e) {
       view.fail(String(e));
     } finally {
-      state.streamId = null;
-      setBusy(false);
-      loadConversations();
+      finishStream();
     }
   }
 
-  async function consume(response, view) {
+  function finishStream() {
+    const conversationId = state.streamConversation;
+    state.streamId = null;
+    state.streamConversation = null;
+    state.live = [];
+    remember(null);
+    setBusy(false);
+    loadConversations();
+    return conversationId;
+  }
+
+  async function consume(response, view, live) {
     let lastId = 0;
     let ended = false;
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -282,12 +553,25 @@
           const data = JSON.parse(event.data);
           if (event.event === "stream") {
             state.streamId = data.stream_id;
-            state.conversationId = data.conversation_id;
-            markActive();
+            state.streamConversation = data.conversation_id;
+            if (data.model) {
+              view.model = data.model;
+              view.showModel();
+            }
+            remember({ conversationId: data.conversation_id, streamId: data.stream_id, ...live });
+            if (!state.conversationId && state.streamConversation && view.node.isConnected) {
+              // A new chat now has an id: the URL names it (the same history entry).
+              state.conversationId = data.conversation_id;
+              setUrl(data.conversation_id, true);
+              markActive();
+            }
             continue;
           }
           view.handle(event.event, data);
-          if (event.event === "finish" || event.event === "error") ended = true;
+          if (event.event === "finish" || event.event === "error") {
+            ended = true;
+            if (data.response_id && state.conversationId === state.streamConversation) state.saved++;
+          }
         }
       } catch (e) {
         // The connection dropped: resume below.
@@ -300,10 +584,51 @@
     if (!ended) view.fail("the connection to the server was lost");
   }
 
+  // After a reload: read the reply that was streaming from its first event.
+  async function resumeLive(live) {
+    const response = await api("/api/streams/" + encodeURIComponent(live.streamId), {
+      headers: { "Last-Event-ID": "0" },
+    });
+    if (response.status !== 200) {
+      remember(null);
+      return;
+    }
+    const question = addUserMessage(live.content || "");
+    const view = new AssistantView(null);
+    state.live = [question, view.node];
+    setBusy(true);
+    try {
+      await consume(response, view, { content: live.content, saved: live.saved });
+    } catch (e) {
+      view.fail(String(e));
+    } finally {
+      finishStream();
+    }
+  }
+
   async function stop() {
     if (!state.streamId) return;
     stopButton.disabled = true;
     await api("/api/streams/" + state.streamId, { method: "DELETE" });
+  }
+
+  // -- the URL -----------------------------------------------------------------------------------
+
+  function urlConversation() {
+    return new URLSearchParams(location.search).get("c");
+  }
+
+  function setUrl(id, replace) {
+    const url = id ? "/?c=" + encodeURIComponent(id) : "/";
+    if (location.pathname + location.search === url) return;
+    if (replace) history.replaceState({ c: id }, "", url);
+    else history.pushState({ c: id }, "", url);
+  }
+
+  function showTitle(title) {
+    state.title = title;
+    $("title").textContent = title || (state.conversationId ? "(untitled)" : "New chat");
+    document.title = title ? title + " · cllm" : "cllm";
   }
 
   // -- conversations -------------------------------------------------------------------------
@@ -311,6 +636,7 @@
   function markActive() {
     for (const item of list.children) {
       item.classList.toggle("active", item.dataset.id === state.conversationId);
+      if (item.dataset.id === state.conversationId) showTitle(item.dataset.title);
     }
   }
 
@@ -318,17 +644,87 @@
     const response = await api("/api/conversations?limit=100");
     if (!response.ok) return;
     const { conversations } = await response.json();
-    list.replaceChildren(
-      ...conversations.map((conversation) => {
-        const item = document.createElement("li");
-        item.dataset.id = conversation.id;
-        item.textContent = conversation.title || "(untitled)";
-        item.title = (conversation.model || "") + " · " + conversation.updated;
-        item.onclick = () => openConversation(conversation.id);
-        return item;
-      })
-    );
+    list.replaceChildren(...conversations.map(conversationItem));
     markActive();
+  }
+
+  function conversationItem(conversation) {
+    const item = document.createElement("li");
+    item.dataset.id = conversation.id;
+    item.dataset.title = conversation.title || "";
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "title";
+    open.textContent = conversation.title || "(untitled)";
+    open.title = (conversation.model || "") + " · " + conversation.updated;
+    open.onclick = () => {
+      closeSidebarOnPhone();
+      if (conversation.id !== state.conversationId) openConversation(conversation.id, { push: true });
+    };
+    const rename = iconButton("rename", "Rename");
+    rename.onclick = () => startRename(item, open);
+    const remove = iconButton("delete", "Delete");
+    remove.onclick = () => confirmDelete(conversation);
+    item.append(open, rename, remove);
+    return item;
+  }
+
+  function startRename(item, open) {
+    const input = document.createElement("input");
+    input.type = "text";
+    input.className = "rename-input";
+    input.maxLength = 200;
+    input.value = item.dataset.title;
+    input.setAttribute("aria-label", "New title");
+    let done = false;
+    const finish = async (save) => {
+      if (done) return;
+      done = true;
+      const title = input.value.trim();
+      if (save && title && title !== item.dataset.title) {
+        const response = await api("/api/conversations/" + encodeURIComponent(item.dataset.id), {
+          method: "PATCH",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ title }),
+        });
+        if (!response.ok) notify("Could not rename: " + (await errorText(response)));
+        await loadConversations();
+        return;
+      }
+      input.replaceWith(open);
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        finish(true);
+      } else if (event.key === "Escape") {
+        finish(false);
+      }
+    });
+    input.addEventListener("blur", () => finish(true));
+    open.replaceWith(input);
+    input.focus();
+    input.select();
+  }
+
+  function confirmDelete(conversation) {
+    const dialog = $("delete-dialog");
+    $("delete-question").textContent = "Delete “" + (conversation.title || "(untitled)") + "”?";
+    $("delete-confirm").disabled = state.busy && state.streamConversation === conversation.id;
+    dialog.returnValue = "";
+    dialog.onclose = async () => {
+      if (dialog.returnValue !== "delete") return;
+      const response = await api("/api/conversations/" + encodeURIComponent(conversation.id), {
+        method: "DELETE",
+      });
+      if (!response.ok && response.status !== 404) {
+        notify("Could not delete: " + (await errorText(response)));
+        return;
+      }
+      if (conversation.id === state.conversationId) newChat(true);
+      await loadConversations();
+    };
+    dialog.showModal();
   }
 
   function userText(message) {
@@ -339,21 +735,75 @@
     return "";
   }
 
-  async function openConversation(id) {
-    if (state.busy) return;
+  async function openConversation(id, { push }) {
+    const opening = ++state.opening;
     const response = await api("/api/conversations/" + encodeURIComponent(id));
-    if (!response.ok) return;
+    if (opening !== state.opening) return; // another conversation was asked for meanwhile
+    if (!response.ok) {
+      notify(response.status === 404 ? "That conversation no longer exists." : await errorText(response));
+      newChat(true);
+      return;
+    }
+    notify("");
     const conversation = await response.json();
+    if (opening !== state.opening) return;
     state.conversationId = conversation.id;
-    if (conversation.model) modelInput.value = conversation.model;
+    state.saved = conversation.responses.length;
+    if (push) setUrl(conversation.id, false);
+    await modelsLoaded;
+    if (opening !== state.opening) return;
+    showModel(conversation.model);
+    showTitle(conversation.title);
     messages.replaceChildren();
     for (const logged of conversation.responses) {
       for (const message of logged.messages_in || []) {
         if (message.role === "user") addUserMessage(userText(message));
       }
-      new AssistantView().showLogged(logged);
+      new AssistantView(logged.model).showLogged(logged);
     }
+    if (state.busy && state.streamConversation === conversation.id) messages.append(...state.live);
+    scrollDown();
     markActive();
+    const live = remembered();
+    if (live && live.conversationId === conversation.id && live.saved === state.saved && !state.busy) {
+      await resumeLive(live);
+    }
+  }
+
+  function newChat(replace) {
+    state.opening++;
+    state.conversationId = null;
+    state.saved = 0;
+    setUrl(null, replace);
+    messages.replaceChildren();
+    showTitle(null);
+    markActive();
+  }
+
+  // -- the sidebar -------------------------------------------------------------------------------
+
+  function sidebarShown() {
+    return PHONE.matches ? document.body.classList.contains("sidebar-open") : !document.body.classList.contains("sidebar-collapsed");
+  }
+
+  function syncSidebar() {
+    const shown = sidebarShown();
+    $("sidebar-toggle").setAttribute("aria-expanded", String(shown));
+    $("backdrop").hidden = !(PHONE.matches && shown);
+    $("sidebar").inert = !shown;
+  }
+
+  function toggleSidebar() {
+    if (PHONE.matches) document.body.classList.toggle("sidebar-open");
+    else {
+      document.body.classList.toggle("sidebar-collapsed");
+      localStorage.setItem("cllm-sidebar", document.body.classList.contains("sidebar-collapsed") ? "hidden" : "shown");
+    }
+    syncSidebar();
+  }
+
+  function closeSidebarOnPhone() {
+    if (PHONE.matches && document.body.classList.contains("sidebar-open")) toggleSidebar();
   }
 
   // -- wiring --------------------------------------------------------------------------------
@@ -372,13 +822,29 @@
     }
   });
   stopButton.addEventListener("click", stop);
+  modelSelect.addEventListener("change", () => {
+    modelCustom.hidden = modelSelect.value !== OTHER;
+    if (!modelCustom.hidden) modelCustom.focus();
+  });
   $("new-chat").addEventListener("click", () => {
-    if (state.busy) return;
-    state.conversationId = null;
-    messages.replaceChildren();
-    markActive();
+    closeSidebarOnPhone();
+    if (state.conversationId) newChat(false);
     prompt.focus();
   });
+  $("sidebar-toggle").addEventListener("click", toggleSidebar);
+  $("backdrop").addEventListener("click", closeSidebarOnPhone);
+  PHONE.addEventListener("change", syncSidebar);
+  window.addEventListener("popstate", () => {
+    const id = urlConversation();
+    if (id) openConversation(id, { push: false });
+    else newChat(true);
+  });
 
+  window.cllmFormatCost = formatCost;
+  if (localStorage.getItem("cllm-sidebar") === "hidden") document.body.classList.add("sidebar-collapsed");
+  syncSidebar();
+  const modelsLoaded = loadModels();
   loadConversations();
+  const initial = urlConversation();
+  if (initial) openConversation(initial, { push: false });
 })();

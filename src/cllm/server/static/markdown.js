@@ -2,8 +2,9 @@
 //
 // Model output is untrusted: every piece of text becomes a text node (textContent), so markup in
 // it shows as text and can never create an element. Only a fixed set of elements is produced:
-// p, h1-h6, strong, em, del, code, pre, ul, ol, li, blockquote, hr, br, and a (http/https links
-// only, opened with rel="noopener noreferrer").
+// p, h1-h6, strong, em, del, code, pre, ul, ol, li, blockquote, hr, br, table (thead, tbody, tr,
+// th, td, inside a div that scrolls it sideways), and a (http/https links only, opened with
+// rel="noopener noreferrer").
 "use strict";
 
 (function (global) {
@@ -202,6 +203,74 @@
   const ORDERED = /^(\s*)(\d{1,9})[.)]\s+(.*)$/;
   const QUOTE = /^\s{0,3}>\s?(.*)$/;
 
+  // -- tables (GitHub's pipe tables) --------------------------------------------------------
+  //
+  // Each row is split in one pass over its characters; "\|" is a pipe inside a cell. No
+  // regular expression looks at a whole row, so a row of any length is split in linear time.
+  function splitRow(line) {
+    const cells = [];
+    let cell = "";
+    let start = 0;
+    const text = line.trim();
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (c === "\\" && text[i + 1] === "|") {
+        cell += text.slice(start, i) + "|";
+        start = ++i + 1;
+      } else if (c === "|") {
+        cells.push(cell + text.slice(start, i));
+        cell = "";
+        start = i + 1;
+      }
+    }
+    cells.push(cell + text.slice(start));
+    // A leading or trailing pipe opens or closes the row; it makes no empty cell.
+    if (text.startsWith("|")) cells.shift();
+    if (text.length > 1 && text.endsWith("|") && !text.endsWith("\\|")) cells.pop();
+    return cells.map((c) => c.trim());
+  }
+
+  const ALIGNMENT = /^(:?)-+(:?)$/;
+
+  // The alignments of a delimiter row ("| :-- | :-: | --: |"), or null when it is not one.
+  function delimiterRow(line) {
+    if (line.indexOf("-") < 0 || line.indexOf("|") < 0) return null;
+    const cells = splitRow(line);
+    const aligns = [];
+    for (const cell of cells) {
+      const m = ALIGNMENT.exec(cell);
+      if (!m) return null;
+      aligns.push(m[1] && m[2] ? "center" : m[2] ? "right" : m[1] ? "left" : "");
+    }
+    return aligns.length ? aligns : null;
+  }
+
+  function tableCell(tag, text, align) {
+    const cell = el(tag, inline(text));
+    if (align) cell.className = "align-" + align;
+    return cell;
+  }
+
+  // A table starting at lines[i] (its header row), as [next line, node], or null.
+  function table(lines, i) {
+    if (i + 1 >= lines.length || lines[i].indexOf("|") < 0) return null;
+    const aligns = delimiterRow(lines[i + 1]);
+    if (!aligns) return null;
+    const header = splitRow(lines[i]);
+    if (header.length !== aligns.length) return null;
+    const head = el("tr", header.map((text, k) => tableCell("th", text, aligns[k])));
+    const body = el("tbody");
+    let j = i + 2;
+    while (j < lines.length && lines[j].trim() && lines[j].indexOf("|") >= 0) {
+      const cells = splitRow(lines[j]);
+      body.append(el("tr", aligns.map((align, k) => tableCell("td", cells[k] || "", align))));
+      j++;
+    }
+    const box = el("div", [el("table", [el("thead", [head]), body])]);
+    box.className = "table-wrap";
+    return [j, box];
+  }
+
   // "Title ##" -> "Title".
   function withoutClosingHashes(text) {
     let end = text.trimEnd().length;
@@ -290,6 +359,13 @@
         }
         for (const item of items) list.append(el("li", inline(item.join("\n"))));
         fragment.append(list);
+        continue;
+      }
+      const found = table(lines, i);
+      if (found) {
+        flush();
+        fragment.append(found[1]);
+        i = found[0];
         continue;
       }
       paragraph.push(line);
