@@ -112,6 +112,11 @@ PATHOLOGICAL = {
     "fence with spaces": "```" + " " * 20000 + "x y",
     "heading": "# a" + " " * 20000 + "#" * 20000 + "x",
     "long list item": "- item\n" + "  more\n" * 5000,
+    "table row of pipes": "| a |\n| - |\n" + "|" * 20000,
+    "delimiter of dashes": "a | b\n" + "-" * 20000 + "|" + " " * 20000 + "x",
+    "escaped pipes": "| a |\n|---|\n" + "\\|" * 10000,
+    "many rows": "| a | b |\n|---|---|\n" + "| `x | *y |\n" * 5000,
+    "many header candidates": "a | b\n" * 10000,
 }
 
 
@@ -168,3 +173,36 @@ def test_another_origin_cannot_drive_the_server(page: Page, server: Running, pro
     assert provider.requests == []  # the chat never ran
     conversations = httpx.get(server.url + "/api/conversations").json()["conversations"]
     assert conversations == []
+
+
+TABLE_HTML = """(text) => { const box = document.createElement("div");
+  box.append(window.renderMarkdown(text)); return box.innerHTML; }"""
+
+
+def test_markdown_tables(page: Page, server: Running) -> None:
+    page.goto(server.url + "/")
+    html = page.evaluate(
+        TABLE_HTML,
+        "Before\n| a | b | c |\n|:--|:-:|--:|\n| 1 | **2** | `x\\|y` |\n| only one |\n"
+        "| <img src=x onerror=alert(1)> | [l](javascript:x) | 3 | extra |\n\nAfter",
+    )
+    assert html.startswith("<p>Before</p>") and html.endswith("<p>After</p>")
+    assert '<div class="table-wrap"><table><thead><tr>' in html
+    assert (
+        '<th class="align-left">a</th><th class="align-center">b</th><th class="align-right">c</th>' in html
+    )
+    assert '<td class="align-center"><strong>2</strong></td>' in html
+    assert "<code>x|y</code>" in html
+    # A short row is filled, a long one cut to the header's columns; markup stays text.
+    assert (
+        '<tr><td class="align-left">only one</td><td class="align-center"></td><td class="align-right"></td></tr>'
+        in html
+    )
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html and "<img" not in html and "extra" not in html
+    assert "href" not in html
+    # Not tables: no delimiter row, a column count that differs, a delimiter row without pipes.
+    for text in ["a | b\nc | d", "| a | b |\n|---|\n| 1 | 2 |", "a | b\n---\n"]:
+        assert "<table>" not in page.evaluate(TABLE_HTML, text), text
+    # While a table streams in, its header row is a paragraph until the delimiter row arrives.
+    assert "<table>" not in page.evaluate(TABLE_HTML, "| a | b |\n|--")
+    assert "<table>" in page.evaluate(TABLE_HTML, "| a | b |\n|--|--")

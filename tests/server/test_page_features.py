@@ -78,7 +78,7 @@ def open_sidebar(page: Page, screen: str) -> None:
     """On a phone the conversations are behind the menu button."""
     if screen == "phone":
         page.click("#sidebar-toggle")
-        expect(page.locator("#sidebar")).to_be_in_viewport()
+        page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().left >= 0")
 
 
 def new_chat(page: Page, screen: str) -> None:
@@ -161,7 +161,7 @@ def test_layout_fits_the_window_and_the_sidebar_folds_away(
         expect(toggle).to_have_attribute("aria-expanded", "false")
         shot(ui, tmp_path, "layout-phone")
         toggle.click()
-        expect(sidebar).to_be_in_viewport()
+        ui.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().left >= 0")
         expect(ui.locator("#backdrop")).to_be_visible()
         no_horizontal_scroll(ui)
         shot(ui, tmp_path, "layout-phone-sidebar-open")
@@ -522,7 +522,7 @@ def test_an_attempt_line_and_a_discarded_partial_reply(
     send(ui, "try twice")
     reply = finished_reply(ui)
     expect(reply.locator(".attempt")).to_have_text(
-        "attempt 2 · backup · after: rate limited (429) · waited 1.5 s"
+        "attempt 2 · backup · after: rate limited (429) · delay 1.5 s"
     )
     expect(reply.locator(".body")).to_have_text("The second try's answer.")
     abandoned = reply.locator("details.abandoned")

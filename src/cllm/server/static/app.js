@@ -339,7 +339,7 @@
       if (data.model) parts.push(data.model);
       const error = data.error && typeof data.error === "object" ? data.error.message : data.error;
       if (error) parts.push("after: " + String(error));
-      if (typeof data.delay === "number" && data.delay > 0) parts.push("waited " + data.delay.toFixed(1) + " s");
+      if (typeof data.delay === "number" && data.delay > 0) parts.push("delay " + data.delay.toFixed(1) + " s");
       line.textContent = parts.join(" · ");
       this.attempts.append(line);
       if (data.model) {
