@@ -66,12 +66,10 @@ def stream_of(text: str, *, delay: float = 0.0, model: str = "gpt-test") -> Scri
 def chat_via_api(server: Running, provider: ReplayServer, prompt: str, answer: str = "ok") -> str:
     """A conversation made without the page; its id."""
     provider.add(text_stream([answer]))
-    with httpx.stream("POST", server.url + "/api/chat", json={"content": prompt}, timeout=10) as r:
-        assert r.status_code == 200
-        for line in r.iter_lines():
-            if line.startswith("data: ") and "conversation_id" in line:
-                return str(json.loads(line[6:])["conversation_id"])
-    raise AssertionError("no stream event")
+    r = httpx.post(server.url + "/api/chat", json={"content": prompt}, timeout=10)
+    assert r.status_code == 200 and "event: finish" in r.text  # read to the end: saved
+    head = next(line for line in r.text.splitlines() if line.startswith("data: "))
+    return str(json.loads(head[6:])["conversation_id"])
 
 
 def open_sidebar(page: Page, screen: str) -> None:
@@ -337,7 +335,7 @@ api_key = "sk-priced"
     formatted = ui.evaluate(
         """() => { const out = [];
           for (const n of [0, 0.00000042, 0.0000041, 0.00123, 0.00999, 0.0123, 1.5, 12.3456, null, NaN, -1])
-            out.push(window.cllmFormatCost(n));
+            out.push(window.cllmReply.formatCost(n));
           return out; }"""
     )
     assert formatted == [

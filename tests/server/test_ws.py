@@ -32,7 +32,7 @@ def test_message_reply_done(server: Running, provider: ReplayServer) -> None:
         messages = receive_until(ws, "done", "error")
     kinds = [m["type"] for m in messages]
     assert kinds == ["start", "text-delta", "text-delta", "finish", "done"]
-    assert messages[0]["conversation_id"]
+    assert messages[0]["conversation_id"] and messages[0]["model"] == "test"
     assert messages[-1]["response"]["text"] == "Hi you"
     assert messages[-1]["conversation_id"] == messages[0]["conversation_id"]
     assert messages[-1]["response_id"]
