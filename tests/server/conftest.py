@@ -261,7 +261,9 @@ def ui(browser: Browser, screen: str, dialogs: list[str]) -> Iterator[Page]:
     context.grant_permissions(["clipboard-read", "clipboard-write"])
     context.set_default_timeout(10_000)
     page = context.new_page()
-    page.on("pageerror", lambda error: print(f"page error: {error}"))
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     yield page
     context.close()
+    assert errors == [], "the page's scripts failed"
