@@ -229,6 +229,7 @@
             }
             continue;
           }
+          if ((event.event === "finish" || event.event === "error") && data.model) view.model = data.model;
           view.handle(event.event, data);
           if (event.event === "finish" || event.event === "error") {
             ended = true;
