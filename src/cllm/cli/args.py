@@ -13,6 +13,7 @@ __all__ = [
     "build_parser",
     "parse_option_value",
     "parse_options",
+    "retry_options",
     "split_command",
 ]
 
@@ -30,6 +31,9 @@ VALUE_OPTIONS = {
     "--cid": 1,
     "--functions": 1,
     "--chain-limit": 1,
+    "--retries": 1,
+    "--fallback": 1,
+    "--mid-stream": 1,
 }
 
 DESCRIPTION = """\
@@ -141,6 +145,38 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="stop after N rounds of tool calls (default 5)",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_retry_options(parser)
+
+
+def _add_retry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--retries", type=_positive_int, metavar="N", help="retry each model up to N times (429, 5xx, resets)"
+    )
+    parser.add_argument(
+        "--fallback",
+        action="append",
+        metavar="MODEL",
+        dest="fallbacks",
+        help="model to fall back to when the model fails (repeatable, tried in order)",
+    )
+    parser.add_argument(
+        "--mid-stream",
+        choices=("continue", "restart", "raise"),
+        help="when a stream fails after output began: continue it, restart it, or stop (default "
+        "continue with --retries or --fallback, else raise)",
+    )
+
+
+def retry_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``retries``, ``fallbacks`` and ``mid_stream`` options the command line asked for."""
+    options: dict[str, Any] = {}
+    if getattr(args, "retries", None) is not None:
+        options["retries"] = args.retries
+    if getattr(args, "fallbacks", None):
+        options["fallbacks"] = list(args.fallbacks)
+    if getattr(args, "mid_stream", None):
+        options["mid_stream"] = args.mid_stream
+    return options
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from cllm.cli.blocks import MarkdownSplitter
 from cllm.core.events import (
+    Attempt,
     Event,
     ReasoningDelta,
     TextDelta,
@@ -369,6 +370,7 @@ class CallView:
         self._in_reasoning = False
         self._in_text = False
         self._tool: dict[int, _ToolProgress] = {}
+        self._model = label
 
     def start(self) -> None:
         self.spinner.start()
@@ -393,6 +395,38 @@ class CallView:
             if self._in_reasoning:
                 self._end_reasoning()
             self._tool_event(event)
+        elif isinstance(event, Attempt):
+            self._attempt(event)
+
+    def _attempt(self, event: Attempt) -> None:
+        """A new attempt, on stderr: ``retrying in 2.0 s (429 rate limit)``, ``continuing on MODEL
+        after "connection reset"``; a partial answer that starts over is marked as abandoned."""
+        ui = self.ui
+        shown = not self._waiting
+        if self._in_reasoning:
+            self._end_reasoning()
+        ui.status.clear()
+        after = f'after "{event.error}"'
+        if event.discard and shown:
+            self._pause_text()
+            if ui.stdout_tty:
+                ui.note("✗ the answer above was abandoned: it starts over below")
+            why = f" ({event.reason})" if event.reason else ""
+            line = f"restarting on {event.model} {after}{why}"
+            self._tool.clear()
+        elif shown:
+            line = f"continuing on {event.model} {after}"
+        elif event.model != self._model:
+            line = f"falling back to {event.model} ({event.error})"
+        else:
+            line = f"retrying in {event.delay:.1f} s ({event.error})"
+        self._model = event.model
+        if ui.stdout_tty:
+            self._pause_text()
+            ui.note(line)
+        else:
+            # Piped, the answer's text goes on as one: only stderr hears of the seam.
+            ui.status.line(line, dim=True)
 
     def finish(self) -> None:
         """Stop the spinner and print everything still pending."""

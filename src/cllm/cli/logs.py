@@ -38,6 +38,21 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
 
 
+def _attempt_line(a: dict[str, Any]) -> str:
+    """One attempt: ``- attempt 2 · openai/gpt-4o · continue after 0.5 s · finished · 1.20 s``."""
+    parts = [f"- attempt {a.get('number')}", str(a.get("model"))]
+    if a.get("mode"):
+        delay = a.get("delay") or 0
+        parts.append(f"{a['mode']} after {delay:.1f} s" if delay else str(a["mode"]))
+    outcome = str(a.get("outcome"))
+    parts.append(f"{outcome}: {a['error']}" if a.get("error") else outcome)
+    if isinstance(a.get("duration"), int | float):
+        parts.append(f"{a['duration']:.2f} s")
+    if usage := _usage(a.get("usage"), a.get("cost")):
+        parts.append(usage)
+    return " · ".join(parts)
+
+
 def format_response(r: LoggedResponse) -> str:
     """One logged response as markdown: a header line, the prompt (or tool results), the reply."""
     finish = r.finish_reason or "?"
@@ -47,6 +62,8 @@ def format_response(r: LoggedResponse) -> str:
     if usage := _usage(r.usage, r.cost):
         header.append(usage)
     lines = [f"## {' · '.join(header)}", f"conversation {r.conversation_id}", ""]
+    if r.attempts:
+        lines += [*(_attempt_line(a) for a in r.attempts), ""]
     if r.prompt is not None:
         lines += [_quote(r.prompt), ""]
     else:

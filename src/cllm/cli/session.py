@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from cllm import config
-from cllm.cli.args import parse_options
+from cllm.cli.args import parse_options, retry_options
 from cllm.cli.display import Ui
 from cllm.cli.exchange import Message, Settings
 from cllm.cli.tools import Toolbox, ToolsError
@@ -131,7 +131,7 @@ def open_session(args: argparse.Namespace, ui: Ui) -> Session:
         raise CliError(f"--functions: {e}", 2) from e
     settings = Settings(
         model=model,
-        options=parse_options(args.options),
+        options={**parse_options(args.options), **retry_options(args)},
         stream=not args.no_stream,
         toolbox=toolbox,
         approve=_approver(ui) if args.approve and toolbox else None,

@@ -204,8 +204,11 @@ def _connection(text: str) -> bool:
 _SHORT_CONNECTION = (
     ("reset by peer", "connection reset"),
     ("connection reset", "connection reset"),
+    ("connectionreseterror", "connection reset"),
     ("refused", "connection refused"),
     ("not completed", "connection closed mid-response"),
+    ("incomplete chunked read", "connection closed mid-response"),
+    ("peer closed connection", "connection closed mid-response"),
     ("disconnect", "server disconnected"),
     ("closed", "connection closed"),
 )
@@ -217,7 +220,8 @@ def short_connection_error(message: str) -> str:
     for needle, words in _SHORT_CONNECTION:
         if needle in lowered:
             return words
-    return message if len(message) <= 80 else message[:77] + "..."
+    first = message.split(" | ", 1)[0]
+    return first if len(first) <= 80 else first[:77] + "..."
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:

@@ -311,12 +311,33 @@ class Resilient:
         category = failure_category(status, error.kind, error.message)
         message = error.message
         if category == "connection":
-            message = short_connection_error(message)
+            message = short_connection_error(_chain_text(exc) or message)
         elif status is not None and category is not None:
             message = f"{status} {_LABELS[category]}"
         elif status is not None and not message.startswith(str(status)):
             message = f"{status} {message}"
         return message, category, status, error.retry_after
+
+
+def _chain_text(exc: BaseException) -> str:
+    """The messages of an exception and its causes (the openai SDK says only "Connection error.";
+    the httpx or aiohttp error under it says what happened)."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 8:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        original = getattr(current, "original_exception", None)
+        todo += [
+            current.__cause__,
+            current.__context__,
+            original if isinstance(original, BaseException) else None,
+        ]
+    return " | ".join(parts)
 
 
 _LABELS = {

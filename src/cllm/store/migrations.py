@@ -105,7 +105,12 @@ def m001_initial(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_initial]
+def m002_attempts(conn: sqlite3.Connection) -> None:
+    """Each response's attempts (retries, fallbacks), as JSON; NULL for a single attempt."""
+    conn.execute("ALTER TABLE responses ADD COLUMN attempts TEXT")
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_attempts]
 
 
 def applied_migrations(conn: sqlite3.Connection) -> list[str]:

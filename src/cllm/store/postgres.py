@@ -98,7 +98,12 @@ def m001_initial(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE INDEX responses_search ON responses USING gin (search)")
 
 
-MIGRATIONS: list[Migration] = [m001_initial]
+def m002_attempts(conn: psycopg.Connection[Any]) -> None:
+    """Each response's attempts (retries, fallbacks); NULL for a single attempt."""
+    conn.execute("ALTER TABLE responses ADD COLUMN attempts jsonb")
+
+
+MIGRATIONS: list[Migration] = [m001_initial, m002_attempts]
 
 _TABLES = ("conversations", "responses")
 

@@ -82,6 +82,8 @@ class LoggedResponse:
     raw_finish_reason: str | None = None
     refusal: str | None = None
     response_model: str | None = None
+    #: One record per attempt (`cllm.AttemptRecord` as a dict) when there were retries or fallbacks.
+    attempts: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -247,10 +249,11 @@ def response_values(
         "options": to_json(strip_secrets(dict(options or {}))),
         "ttft": response.ttft,
         "duration": response.duration,
+        "attempts": to_json([asdict(a) for a in response.attempts]) if response.attempts else None,
     }
 
 
-JSON_COLUMNS = ("messages_in", "tool_calls", "usage", "options")
+JSON_COLUMNS = ("messages_in", "tool_calls", "usage", "options", "attempts")
 """The columns holding JSON text."""
 
 
