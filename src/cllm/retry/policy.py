@@ -23,8 +23,10 @@ __all__ = [
     "take_options",
 ]
 
-MidStream = Literal["continue", "restart", "raise"]
-MID_STREAM_MODES: tuple[MidStream, ...] = ("continue", "restart", "raise")
+MidStream = Literal["continue", "restart", "raise", "continue-or-raise"]
+#: ``continue-or-raise``: continue where possible, raise where the answer would have to start
+#: over (for a relay that cannot take back what it already sent on).
+MID_STREAM_MODES: tuple[MidStream, ...] = ("continue", "restart", "raise", "continue-or-raise")
 
 #: Kinds of failure another attempt can cure.
 CATEGORIES = ("rate_limit", "overloaded", "server", "connection", "timeout")
@@ -158,7 +160,7 @@ def take_options(options: dict[str, Any]) -> Policy | None:
     fallbacks = _coerce_fallbacks(options.pop("fallbacks", None))
     mode = options.pop("mid_stream", None)
     if mode is not None and mode not in MID_STREAM_MODES:
-        raise ValueError(f"mid_stream must be one of {', '.join(MID_STREAM_MODES)}, got {mode!r}")
+        raise ValueError(f"mid_stream must be one of {', '.join(MID_STREAM_MODES[:3])}, got {mode!r}")
     if retries is None and not fallbacks:
         if mode in (None, "raise"):
             return None

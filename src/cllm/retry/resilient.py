@@ -267,6 +267,9 @@ class Resilient:
             reason = _why_no_prefix(target, self._reasoning, self._tools)
             if reason is None:
                 mode, request = "continue", _continuation(target, "".join(self._text))
+            elif policy.mid_stream == "continue-or-raise":
+                self.exhausted = True
+                raise exc
             else:
                 mode, request, discard = "restart", target, True
         self.request = request

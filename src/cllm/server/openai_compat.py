@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Send
 
 import cllm
-from cllm.core.events import Event, Finish, Queued
+from cllm.core.events import Attempt, Event, Finish, Queued
 from cllm.errors import CllmError, ProviderError, StreamTimeout
 from cllm.server import payloads
 from cllm.server.guards import ClientLimiter, client_key
@@ -158,6 +158,11 @@ class OpenAIRoutes:
         try:
             name = requested or litellm_model
             if stream:
+                if kwargs.get("mid_stream", "continue") != "raise" and (
+                    kwargs.get("retries") is not None or kwargs.get("fallbacks") or kwargs.get("mid_stream")
+                ):
+                    # What was sent on cannot be taken back: continue where possible, else raise.
+                    kwargs["mid_stream"] = "continue-or-raise"
                 encoder = ChunkEncoder(name, include_usage=include_usage)
                 body_of = self._stream_body(encoder, litellm_model, messages, kwargs)
             else:
@@ -201,7 +206,8 @@ class OpenAIRoutes:
                 first: Event | None
                 try:
                     first = await events.__anext__()
-                    while isinstance(first, Queued):  # waiting for capacity: the answer starts later
+                    # Waiting for capacity, or retrying before any output: the answer starts later.
+                    while isinstance(first, Queued | Attempt):
                         first = await events.__anext__()
                 except StopAsyncIteration:
                     first = None

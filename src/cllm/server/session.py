@@ -50,6 +50,9 @@ CLIENT_OPTIONS = frozenset(
         "first_token_timeout",
         "idle_timeout",
         "total_timeout",
+        "retries",
+        "fallbacks",
+        "mid_stream",
     }
 )
 

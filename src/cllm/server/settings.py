@@ -35,6 +35,9 @@ The config file is TOML::
     concurrency = 8                     # limits for all clients together (`cllm.Limits`)
     rpm = 500
     tpm = 200000
+    retries = 2                         # retries per model, then each fallback (`cllm.Retries`)
+    fallbacks = ["backup", "openai/gpt-4o"]  # aliases or models
+    mid_stream = "continue"             # continue | restart | raise (on /v1: continue or raise)
 """
 
 from __future__ import annotations
@@ -219,7 +222,9 @@ class ModelTable:
         model, params = self.resolve(chosen)
         for key in LIMIT_KEYS:
             params.pop(key, None)
-        kwargs = {**params, **options}
+        kwargs = {**params, **client_retry_options(options)}
+        if kwargs.get("fallbacks"):
+            kwargs["fallbacks"] = [self._fallback(f) for f in _as_list(kwargs["fallbacks"])]
         limits = self.limits.get(chosen)
         if limits is not None:
             kwargs["limits"] = limits
@@ -233,6 +238,19 @@ class ModelTable:
             else:
                 kwargs[option] = bound
         return model, kwargs
+
+    def _fallback(self, fallback: Any) -> Any:
+        """A fallback named by an alias becomes the alias's model and parameters; any other name
+        must be one a client may use (`choose`)."""
+        if not isinstance(fallback, str):
+            return fallback  # {"model": ..., options} from the config file
+        self.choose(fallback)
+        if fallback not in self.aliases:
+            return fallback
+        model, params = self.resolve(fallback)
+        for key in (*LIMIT_KEYS, *RETRY_KEYS):
+            params.pop(key, None)
+        return {"model": model, **params}
 
     def secrets(self) -> list[str]:
         """Every secret-looking parameter value in the aliases (and keys their ``api_key_env`` name)."""
@@ -451,12 +469,53 @@ def _model_table(
             value = params.get(option)
             if value is not None and not _is_seconds(value):
                 raise ConfigError(f"[models.{alias}] {option} must be a number of seconds (0: none)")
+        _check_retry_options(alias, params)
         aliases[alias] = dict(params)
     default = config.get("default_model")
     if default is not None and not isinstance(default, str):
         raise ConfigError("default_model must be a string")
     limits = {alias: found for alias, params in aliases.items() if (found := alias_limits(alias, params))}
     return ModelTable(aliases, default or None, only_configured, dict(timeouts), limits)
+
+
+RETRY_KEYS = ("retries", "fallbacks", "mid_stream")
+"""Per alias, or per request: `cllm.retry`'s options."""
+MAX_CLIENT_RETRIES = 5
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def client_retry_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A client's options with its ``retries``, ``fallbacks`` and ``mid_stream`` checked: a count
+    of at most `MAX_CLIENT_RETRIES`, model names, one of the modes; `RequestError` (400) otherwise."""
+    out = dict(options)
+    retries = out.get("retries")
+    if retries is not None and (
+        isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_CLIENT_RETRIES
+    ):
+        raise RequestError(
+            400, f"retries must be a whole number from 0 to {MAX_CLIENT_RETRIES}", param="retries"
+        )
+    fallbacks = out.get("fallbacks")
+    if fallbacks is not None and not (
+        isinstance(fallbacks, list) and all(isinstance(f, str) and f for f in fallbacks)
+    ):
+        raise RequestError(400, "fallbacks must be a list of model names", param="fallbacks")
+    mode = out.get("mid_stream")
+    if mode is not None and mode not in ("continue", "restart", "raise"):
+        raise RequestError(400, "mid_stream must be continue, restart or raise", param="mid_stream")
+    return out
+
+
+def _check_retry_options(alias: str, params: Mapping[str, Any]) -> None:
+    from cllm.retry import take_options
+
+    try:
+        take_options({key: params[key] for key in RETRY_KEYS if key in params})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"[models.{alias}] {e}") from e
 
 
 LIMIT_KEYS = ("concurrency", "rpm", "tpm")

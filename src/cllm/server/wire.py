@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cllm.core.events import (
+    Attempt,
     Event,
     Finish,
     Queued,
@@ -129,6 +130,15 @@ def event_data(event: Event) -> dict[str, Any]:
         }
     if isinstance(event, Queued):
         return {}  # waiting for the model's capacity: the reply starts when there is room
+    if isinstance(event, Attempt):
+        return {
+            "number": event.number,
+            "model": event.model,
+            "error": event.error,
+            "delay": event.delay,
+            "discard": event.discard,
+            "reason": event.reason,
+        }
     raise TypeError(f"not a cllm event: {event!r}")
 
 
