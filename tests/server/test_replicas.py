@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
-from support.replay_server import ReplayServer
+from support.replay_server import ReplayServer, error_response
 from support.replicas import Replica
 from support.services import PostgresServer, RedisServer
 
-from .conftest import read_sse, text_stream, write_config
+from .conftest import PROVIDER_KEY, read_sse, text_stream, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,17 @@ class Cluster:
     database_url: str
 
 
+RPM = 240
+TPM = 1440
+
+
+def limited_aliases(provider: ReplayServer) -> str:
+    common = f'model = "openai/gpt-test"\napi_base = "{provider.url}/v1"\napi_key = "{PROVIDER_KEY}"\n'
+    return (
+        f"\n[models.limited]\n{common}concurrency = 2\nrpm = {RPM}\n\n[models.metered]\n{common}tpm = {TPM}\n"
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster(postgres_server: PostgresServer) -> Iterator[Cluster]:
     home = Path(tempfile.mkdtemp(prefix="cllm-replicas-"))
@@ -43,7 +54,11 @@ def cluster(postgres_server: PostgresServer) -> Iterator[Cluster]:
     try:
         redis.start()
         database_url = postgres_server.create_database()
-        config = write_config(home / "config.toml", provider, f"\n[server]\nstream_lease = {LEASE}\n")
+        config = write_config(
+            home / "config.toml",
+            provider,
+            limited_aliases(provider) + f"\n[server]\nstream_lease = {LEASE}\n",
+        )
         args = ["--config", str(config), "--redis", redis.url, "--db", database_url]
         replicas = [Replica(name, args, home) for name in ("a", "b")]
         for replica in replicas:
@@ -148,6 +163,80 @@ def test_delete_on_b_stops_the_generation_on_a(cluster: Cluster) -> None:
     closed = cluster.provider.wait_client_closed(before, timeout=5)
     assert closed.closed_early and time.monotonic() - started < 5
     assert httpx.delete(cluster.b.url + "/api/streams/nope").status_code == 404
+
+
+def run_everywhere(cluster: Cluster, model: str, count: int, **extra: Any) -> list[list[Event]]:
+    """``count`` chats at once, alternately on A and B; every one's events."""
+    results: list[list[Event]] = [[] for _ in range(count)]
+
+    def one(i: int) -> None:
+        replica = cluster.a if i % 2 == 0 else cluster.b
+        results[i] = start_on(replica, 10_000, {"model": model, "content": f"q{i}", **extra})
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_a_shared_concurrency_and_rpm_limit_is_never_exceeded(cluster: Cluster) -> None:
+    before = len(cluster.provider.exchanges)
+    count = 8
+    for _ in range(count):
+        cluster.provider.add(text_stream([f"w{i} " for i in range(10)], delay=0.06))
+    results = run_everywhere(cluster, "limited", count)
+    assert all(events[-1][1] == "finish" for events in results)
+    # The provider's own count: when each request arrived, and when its stream ended.
+    exchanges = cluster.provider.exchanges[before:]
+    assert len(exchanges) == count
+    spans = sorted((e.started_at, e.completed_at or e.started_at) for e in exchanges)
+    overlap = max(sum(1 for s, end in spans if s <= start < end) for start, _ in spans)
+    assert overlap == 2  # at most two at once, across both replicas (and the limit was reached)
+    arrivals = [start for start, _ in spans]
+    for k, arrival in enumerate(arrivals):
+        assert arrival - arrivals[0] >= k * 60 / RPM - 0.05, (k, arrival - arrivals[0])
+    assert any(kind == "queued" for events in results for _, kind, _ in events)
+
+
+def test_a_shared_tpm_limit_is_never_exceeded(cluster: Cluster) -> None:
+    before = len(cluster.provider.exchanges)
+    count = 4
+    for _ in range(count):
+        cluster.provider.add(text_stream(["ok"]))
+    # A small max_tokens keeps each reservation near what is used (a refund made on one replica
+    # does not wake a request waiting on the other: it waits out the wait it was told).
+    results = run_everywhere(cluster, "metered", count, options={"max_tokens": 4})
+    assert all(events[-1][1] == "finish" for events in results)
+    exchanges = sorted(cluster.provider.exchanges[before:], key=lambda e: e.started_at)
+    assert len(exchanges) == count
+    # Each used 12 tokens by the provider's own usage: 12 * 60 / TPM = 0.5 s of the budget.
+    used = [r[-1][2]["usage"]["total_tokens"] for r in results]
+    assert used == [12] * count
+    for k, exchange in enumerate(exchanges):
+        assert exchange.started_at - exchanges[0].started_at >= k * 12 * 60 / TPM - 0.05
+
+
+def test_a_429_with_retry_after_on_a_holds_back_b(cluster: Cluster) -> None:
+    before = len(cluster.provider.exchanges)
+    cluster.provider.add(
+        error_response(
+            429, "slow down", type="rate_limit_error", code="rate_limited", headers=[("retry-after", "1")]
+        )
+    )
+    refused = start_on(cluster.a, 10_000, {"content": "one"})
+    assert refused[-1][1] == "error" and refused[-1][2]["status_code"] == 429
+    told = time.monotonic()
+    cluster.provider.add(text_stream(["later"]))
+    answered = start_on(cluster.b, 10_000, {"content": "two"})
+    assert answered[-1][1] == "finish"
+    assert any(kind == "queued" for _, kind, _ in answered)
+    exchanges = cluster.provider.exchanges[before:]
+    assert len(exchanges) == 2
+    # B sent nothing to the provider until the pause A was told of had passed.
+    assert exchanges[1].started_at - exchanges[0].started_at >= 0.95
+    assert exchanges[1].started_at - told > 0.5
 
 
 def test_redis_stopped_mid_run_gives_503s_and_degraded_health_not_hangs(cluster: Cluster) -> None:

@@ -59,3 +59,25 @@ def test_serve_refuses_workers_without_redis(capsys: pytest.CaptureFixture[str])
     assert main(["serve", "--workers", "3"]) == 2
     err = capsys.readouterr().err
     assert "--workers 3 needs --redis URL" in err and "could not resume or stop them" in err
+
+
+def test_alias_limits_become_cllm_limits_and_never_reach_litellm(tmp_path: Path) -> None:
+    from cllm.limits import Limits, MemoryStore
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[models.fast]\nmodel = "openai/x"\nconcurrency = 2\nrpm = 60\ntpm = 1000\n[models.plain]\nmodel = "openai/y"\n'
+    )
+    models = Settings.load({}, config).models.with_limits(MemoryStore())
+    model, kwargs = models.call("fast", {})
+    assert model == "openai/x" and not {"concurrency", "rpm", "tpm"} & kwargs.keys()
+    limits = kwargs["limits"]
+    assert isinstance(limits, Limits) and (limits.concurrency, limits.rpm, limits.tpm) == (2, 60, 1000)
+    assert "limits" not in models.call("plain", {})[1]
+    # With a shared store every model gets one, so that a 429's pause holds for all processes.
+    shared = Settings.load({}, config).models.with_limits(MemoryStore(), every_model=True)
+    assert shared.call("plain", {})[1]["limits"].name == "serve"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models.fast]\nmodel = "openai/x"\nrpm = -1\n')
+    with pytest.raises(ConfigError, match=r"\[models.fast\] rpm must be a positive number"):
+        Settings.load({}, bad)

@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 import cllm
 from cllm import _provider
+from cllm.limits import LimiterStore, MemoryStore
 from cllm.server.api import ChatRoutes
 from cllm.server.guards import ClientLimiter, Guard, HostPolicy
 from cllm.server.openai_compat import OpenAIRoutes
@@ -50,6 +51,16 @@ def _healthz(registry: StreamRegistry) -> Callable[[Request], Awaitable[Response
         return JSONResponse({"status": "ok", "version": cllm.__version__, **details})
 
     return healthz
+
+
+def _limits_store(settings: Settings) -> LimiterStore:
+    """Redis when the server shares it with others (limits and 429 pauses then hold across them
+    all), else a store of this app's own."""
+    if settings.redis_url is None:
+        return MemoryStore()
+    from cllm.limits.redis_store import RedisStore
+
+    return RedisStore(settings.redis_url, lease=max(30.0, settings.stream_lease))
 
 
 def _registry(settings: Settings) -> StreamRegistry:
@@ -147,8 +158,10 @@ def create_app(
     sockets = ClientLimiter(settings.max_websockets_per_client, what="websockets")
     allow_connections(settings.max_streams)
     registry = _registry(settings)
-    service = ChatService(store, settings.models, settings.scrubber)
-    openai = OpenAIRoutes(settings.models, settings.scrubber, limiter)
+    limits_store = _limits_store(settings)
+    models = settings.models.with_limits(limits_store, every_model=settings.redis_url is not None)
+    service = ChatService(store, models, settings.scrubber)
+    openai = OpenAIRoutes(models, settings.scrubber, limiter)
     chat = ChatRoutes(service, registry, limiter)
 
     @contextlib.asynccontextmanager
@@ -164,6 +177,9 @@ def create_app(
             if collector is not None:
                 collector.cancel()
             await registry.aclose()
+            aclose = getattr(limits_store, "aclose", None)
+            if aclose is not None:
+                await aclose()
             if own_store:
                 store.close()
 

@@ -32,7 +32,8 @@ The config file is TOML::
     api_base = "http://localhost:4000/v1"
     api_key_env = "MY_PROVIDER_KEY"     # read the key from this environment variable
     first_token_timeout = 900           # cllm's timeouts, per alias (0: none)
-    concurrency = 8                     # limits for all clients together (`cllm.Limits`)
+    concurrency = 8                     # limits for all clients together (`cllm.Limits`; with
+                                        # redis_url, of every process sharing it)
     rpm = 500
     tpm = 200000
     retries = 2                         # retries per model, then each fallback (`cllm.Retries`)
@@ -48,9 +49,12 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cllm.config import ConfigError, load_config
+
+if TYPE_CHECKING:
+    from cllm.limits import LimiterStore, Limits
 
 __all__ = [
     "DEFAULT_HOST",
@@ -157,6 +161,26 @@ class ModelTable:
     #: request to that alias in this process.
     limits: Mapping[str, Any] = field(default_factory=dict)
 
+    def with_limits(self, store: LimiterStore, *, every_model: bool = False) -> ModelTable:
+        """This table with a `cllm.Limits` on ``store`` for the aliases that set limits.
+
+        An alias with ``concurrency``, ``rpm`` or ``tpm`` gets those. With ``every_model``, every
+        other model gets a `Limits` of no limits, so that a provider's 429 with ``Retry-After``
+        still holds back the calls to that model in every process sharing ``store``. Names are
+        fixed, so processes share budgets.
+        """
+        from dataclasses import replace
+
+        from cllm.limits import Limits
+
+        built: dict[str, Limits] = {"": Limits(name="serve", store=store)} if every_model else {}
+        for alias, limits in self.limits.items():
+            if alias:
+                built[alias] = Limits(
+                    limits.concurrency, limits.rpm, limits.tpm, name=limits.name, store=store
+                )
+        return replace(self, limits=built)
+
     def default_name(self) -> str | None:
         """The config's default model, else cllm's (``$CLLM_MODEL``, its config, the local model)."""
         if self.default:
@@ -225,7 +249,7 @@ class ModelTable:
         kwargs = {**params, **client_retry_options(options)}
         if kwargs.get("fallbacks"):
             kwargs["fallbacks"] = [self._fallback(f) for f in _as_list(kwargs["fallbacks"])]
-        limits = self.limits.get(chosen)
+        limits = self.limits.get(chosen) or self.limits.get("")
         if limits is not None:
             kwargs["limits"] = limits
         for option in TIMEOUTS:
