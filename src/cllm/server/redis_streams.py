@@ -316,8 +316,10 @@ class RedisStreamRegistry(StreamRegistry):
         """Renew the lease; stop the generation when cancelled elsewhere, or read by no one for ttl."""
         keys = _keys(stream.id)
         renewed = time.monotonic()
-        while not stream.finished:
+        while True:
             await asyncio.sleep(self.lease / 3)
+            if stream.finished:
+                return  # the writer's last append ends the lease
             try:
                 status, cancel, seen = await self._renew(
                     keys=keys, args=[stream.token, self._lease_ms, self._ttl_ms, int(stream.readers > 0)]
@@ -329,6 +331,8 @@ class RedisStreamRegistry(StreamRegistry):
                 continue
             renewed = time.monotonic()
             task = stream.task
+            if stream.finished:
+                return
             if status == -1:
                 self._stop(stream, "producer_lost", "this process lost the stream's lease")
                 return
