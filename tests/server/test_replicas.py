@@ -242,14 +242,26 @@ def test_a_429_with_retry_after_on_a_holds_back_b(cluster: Cluster) -> None:
 def test_redis_stopped_mid_run_gives_503s_and_degraded_health_not_hangs(cluster: Cluster) -> None:
     cluster.provider.add(text_stream([f"w{i} " for i in range(300)], delay=0.02))
     events: list[Event] = []
+    on_b: list[Event] = []
+    follower: threading.Thread | None = None
     with httpx.stream("POST", cluster.a.url + "/api/chat", json={"content": "go"}, timeout=20) as r:
         for event in read_sse(r):
             events.append(event)
-            if len(events) == 4:
+            if len(events) == 2:
+                stream_id = events[0][2]["stream_id"]
+                follower = threading.Thread(
+                    target=lambda sid: on_b.extend(read_on(cluster.b, sid, 0)), args=(stream_id,)
+                )
+                follower.start()
+                time.sleep(0.3)
+            if len(events) == 20:
                 cluster.redis.stop()
                 stopped = time.monotonic()
-    # The running stream could no longer be stored: its reader hears so, promptly.
+    # The running stream could no longer be stored: its readers hear so, promptly, on A and on B.
     assert events[-1][1] == "error" and events[-1][2]["kind"] == "streams_unavailable"
+    assert follower is not None
+    follower.join(10)
+    assert on_b[-1][1] == "error" and on_b[-1][2]["kind"] == "streams_unavailable"
     assert time.monotonic() - stopped < 8
     try:
         for replica in (cluster.a, cluster.b):

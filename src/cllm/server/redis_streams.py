@@ -366,6 +366,15 @@ class RedisStreamRegistry(StreamRegistry):
         return _Remote(self, stream_id, (conversation_id or b"").decode() or None, int(last), done == b"1")
 
     async def _read_remote(self, stream: _Remote, after: int, ping_interval: float) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._tail(stream, after, ping_interval):
+                yield piece
+        except StreamsUnavailable as e:
+            # The reader learns why its stream ends here (with no id: it can resume once Redis is back).
+            data = {"message": str(e), "kind": "streams_unavailable", "status_code": 503}
+            yield sse_frame("error", dumps(data))
+
+    async def _tail(self, stream: _Remote, after: int, ping_interval: float) -> AsyncIterator[bytes]:
         key, meta, _, seen = _keys(stream.id)
         r: Any = self.redis  # its replies are loosely typed
         position = after
