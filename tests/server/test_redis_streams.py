@@ -93,12 +93,12 @@ async def test_a_second_producer_for_a_stream_is_refused(redis_server: RedisServ
         await asyncio.sleep(0.1)
         keys = [f"cllm:s:{{{stream.id}}}", f"cllm:s:{{{stream.id}}}:meta", f"cllm:s:{{{stream.id}}}:lease"]
         # An impostor with another token writes nothing.
-        assert await registry._append(keys=keys, args=["not-the-owner", 2, 60_000, 0, b"forged"]) == -1
+        assert await registry._append(keys=keys, args=["not-the-owner", 2, 60_000, 0, 5000, b"forged"]) == -1
         r: Any = redis_server.client()
         assert [e[0] for e in r.xrange(keys[0])] == [b"0-1"]
         # Nor can anyone write an event number already taken.
         with pytest.raises(Exception, match="equal or smaller"):
-            await registry._append(keys=keys, args=[stream.token, 1, 60_000, 0, b"again"])
+            await registry._append(keys=keys, args=[stream.token, 1, 60_000, 0, 5000, b"again"])
         release.set()
         await asyncio.wait_for(stream.task, 5)
     finally:

@@ -9,7 +9,8 @@ it was encoded once by the producer. Beside it, under the same hash tag (one Clu
 - ``cllm:s:{id}:seen``: set by every reader, expiring after ``ttl`` without one.
 
 The producer appends in batches through a script that writes only while the lease holds its token,
-so a second producer for the same id is refused. Readers on other processes read what they missed
+so a second producer for the same id is refused; each append, and a renewal every third of the
+lease, extends the lease. Readers on other processes read what they missed
 with ``XRANGE`` and then the live tail with ``XREAD BLOCK``: one ordered channel, no pub/sub. A
 reader that finds the lease gone before the stream is done appends one terminal ``error`` event of
 kind ``producer_lost`` (once, through a script that checks nothing moved) and stops; nothing ever
@@ -62,12 +63,13 @@ return 1
 
 _APPEND = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[3], ARGV[5])
 local seq = tonumber(ARGV[2])
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   redis.call('XADD', KEYS[1], '0-' .. seq, 'f', ARGV[i])
   seq = seq + 1
 end
-if #ARGV >= 5 then redis.call('HSET', KEYS[2], 'last', seq - 1) end
+if #ARGV >= 6 then redis.call('HSET', KEYS[2], 'last', seq - 1) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] == '1' then
@@ -123,8 +125,11 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{tail}" if ":" in credentials else url
 
 
-def connect(url: str) -> redis.asyncio.Redis:
-    """A client for ``url`` that fails fast (seconds, not minutes) when Redis is not there."""
+def connect(url: str, connections: int) -> redis.asyncio.Redis:
+    """A client for ``url`` that fails fast (seconds, not minutes) when Redis is not there.
+
+    At most ``connections`` at once: a call that finds them all busy waits for one (5 s at most).
+    """
     try:
         import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
@@ -133,13 +138,16 @@ def connect(url: str) -> redis.asyncio.Redis:
         raise StreamsUnavailable(
             "--redis needs redis-py: install the redis extra: pip install 'cllm[redis]'"
         ) from e
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=connections,
+        timeout=5,
         socket_connect_timeout=2,
         socket_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
         health_check_interval=15,
     )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _lost_frame(seq: int) -> bytes:
@@ -157,7 +165,7 @@ class _Mirrored(ResumableStream):
         self.written = 0
         self.dirty = asyncio.Event()
         self.writer: asyncio.Task[None] | None = None
-        self.renewer: asyncio.Task[None] | None = None
+        self.renewed = time.monotonic()
         self.broken: str | None = None
         self._failure: tuple[str, str] | None = None
 
@@ -227,7 +235,10 @@ class RedisStreamRegistry(StreamRegistry):
         super().__init__(ttl)
         self.url = redact(url)
         self.lease = lease
-        self.redis = connect(url)
+        self.redis = connect(url, connections=64)
+        # Blocking reads hold a connection for their whole wait: they get their own.
+        self.reader = connect(url, connections=1024)
+        self._keeper: asyncio.Task[None] | None = None
         self._ttl_ms = max(1, int(ttl * 1000))
         self._lease_ms = max(1, int(lease * 1000))
         # A blocking read waits at most this long before it looks at the lease again.
@@ -269,7 +280,8 @@ class RedisStreamRegistry(StreamRegistry):
             raise StreamsUnavailable("could not record a new stream; try again")
         self._launch(stream, generate, on_done)
         stream.writer = asyncio.create_task(self._write(stream), name=f"cllm-stream-writer-{stream.id}")
-        stream.renewer = asyncio.create_task(self._keep(stream), name=f"cllm-stream-lease-{stream.id}")
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.create_task(self._keep(), name="cllm-stream-leases")
         return stream
 
     def _stop(self, stream: _Mirrored, kind: str, message: str) -> None:
@@ -282,62 +294,80 @@ class RedisStreamRegistry(StreamRegistry):
 
     async def _write(self, stream: _Mirrored) -> None:
         keys = _keys(stream.id)[:3]
-        try:
-            while True:
-                await stream.dirty.wait()
-                stream.dirty.clear()
-                while True:
-                    end = min(len(stream.frames), stream.written + BATCH)
-                    final = stream.finished and end == len(stream.frames)
-                    frames = stream.frames[stream.written : end]
-                    if not frames and not final:
-                        break
-                    try:
-                        cancel = await self._append(
-                            keys=keys,
-                            args=[stream.token, stream.written + 1, self._ttl_ms, int(final), *frames],
-                        )
-                    except Exception as e:
-                        self._stop(stream, "streams_unavailable", str(self._unavailable(e)))
-                        return
-                    stream.written = end
-                    if cancel == -1:
-                        self._stop(stream, "producer_lost", "this process lost the stream's lease")
-                        return
-                    if cancel == 1 and stream.task is not None and not stream.task.done():
-                        stream.task.cancel()
-                    if final:
-                        return
-        finally:
-            if stream.renewer is not None:
-                stream.renewer.cancel()
-
-    async def _keep(self, stream: _Mirrored) -> None:
-        """Renew the lease; stop the generation when cancelled elsewhere, or read by no one for ttl."""
-        keys = _keys(stream.id)
-        renewed = time.monotonic()
         while True:
-            await asyncio.sleep(self.lease / 3)
-            if stream.finished:
-                return  # the writer's last append ends the lease
-            try:
-                status, cancel, seen = await self._renew(
-                    keys=keys, args=[stream.token, self._lease_ms, self._ttl_ms, int(stream.readers > 0)]
-                )
-            except Exception as e:
-                if time.monotonic() - renewed > self.lease:
+            await stream.dirty.wait()
+            stream.dirty.clear()
+            while True:
+                end = min(len(stream.frames), stream.written + BATCH)
+                final = stream.finished and end == len(stream.frames)
+                frames = stream.frames[stream.written : end]
+                if not frames and not final:
+                    break
+                try:
+                    cancel = await self._append(
+                        keys=keys,
+                        args=[
+                            stream.token,
+                            stream.written + 1,
+                            self._ttl_ms,
+                            int(final),
+                            self._lease_ms,
+                            *frames,
+                        ],
+                    )
+                except Exception as e:
                     self._stop(stream, "streams_unavailable", str(self._unavailable(e)))
                     return
+                stream.written = end
+                if cancel == -1:
+                    self._stop(stream, "producer_lost", "this process lost the stream's lease")
+                    return
+                if cancel == 1 and stream.task is not None and not stream.task.done():
+                    stream.task.cancel()
+                if final:
+                    return
+
+    async def _keep(self) -> None:
+        """Renew the leases of this process's running streams, all in one round trip every third
+        of a lease; stop a generation cancelled elsewhere, or read by no one for ``ttl``."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            running = [
+                s
+                for s in self._streams.values()
+                if isinstance(s, _Mirrored) and not s.finished and not s.broken
+            ]
+            if not running:
+                if not any(isinstance(s, _Mirrored) and not s.finished for s in self._streams.values()):
+                    return
                 continue
-            renewed = time.monotonic()
-            task = stream.task
-            if stream.finished:
-                return
-            if status == -1:
-                self._stop(stream, "producer_lost", "this process lost the stream's lease")
-                return
-            if task is not None and not task.done():
-                if cancel == 1:
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for stream in running:
+                        args: list[str | int] = [
+                            stream.token,
+                            self._lease_ms,
+                            self._ttl_ms,
+                            int(stream.readers > 0),
+                        ]
+                        await self._renew(keys=_keys(stream.id), args=args, client=pipe)
+                    replies = await pipe.execute(raise_on_error=False)
+            except Exception as e:
+                replies = [e] * len(running)
+            now = time.monotonic()
+            for stream, reply in zip(running, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    if now - stream.renewed > self.lease:
+                        self._stop(stream, "streams_unavailable", str(self._unavailable(reply)))
+                    continue
+                stream.renewed = now
+                status, cancel, seen = reply
+                task = stream.task
+                if stream.finished or task is None or task.done():
+                    continue  # the writer's last append ends the lease
+                if status == -1:
+                    self._stop(stream, "producer_lost", "this process lost the stream's lease")
+                elif cancel == 1:
                     task.cancel()
                 elif not seen and stream.readers <= 0:
                     logger.info("stream %s had no reader for %g s: stopping it", stream.id, self.ttl)
@@ -388,7 +418,10 @@ class RedisStreamRegistry(StreamRegistry):
                     seen_at = now
                 entries = await r.xrange(key, f"(0-{position}", "+", count=BATCH)
                 if not entries:
-                    reply = await r.xread({key: f"0-{position}"}, count=BATCH, block=int(self._block * 1000))
+                    tail: Any = self.reader
+                    reply = await tail.xread(
+                        {key: f"0-{position}"}, count=BATCH, block=int(self._block * 1000)
+                    )
                     entries = reply[0][1] if reply else []
             if entries:
                 yield b"".join(fields[b"f"] for _, fields in entries)
@@ -441,8 +474,10 @@ class RedisStreamRegistry(StreamRegistry):
             # Let the final events (the cancellations) reach Redis, briefly.
             await asyncio.wait(writers, timeout=2)
         for stream in mirrored:
-            for task in (stream.writer, stream.renewer):
-                if task is not None:
-                    task.cancel()
-        with contextlib.suppress(Exception):
-            await self.redis.aclose()
+            if stream.writer is not None:
+                stream.writer.cancel()
+        if self._keeper is not None:
+            self._keeper.cancel()
+        for client in (self.redis, self.reader):
+            with contextlib.suppress(Exception):
+                await client.aclose(close_connection_pool=True)
