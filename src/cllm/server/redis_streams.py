@@ -142,6 +142,7 @@ def connect(url: str, connections: int) -> redis.asyncio.Redis:
         url,
         max_connections=connections,
         timeout=5,
+        queue_class=asyncio.Queue,  # first come, first served: a waiter is never starved
         socket_connect_timeout=2,
         socket_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
@@ -157,21 +158,23 @@ def _lost_frame(seq: int) -> bytes:
 
 
 class _Mirrored(ResumableStream):
-    """A stream of this process whose events also go to Redis, in batches, by one writer task."""
+    """A stream of this process whose events also go to Redis, in batches (see `_flush`)."""
 
-    def __init__(self, stream_id: str, conversation_id: str | None) -> None:
+    def __init__(
+        self, stream_id: str, conversation_id: str | None, dirty: Callable[[_Mirrored], None]
+    ) -> None:
         super().__init__(stream_id, conversation_id)
         self.token = uuid.uuid4().hex
         self.written = 0
-        self.dirty = asyncio.Event()
-        self.writer: asyncio.Task[None] | None = None
+        self.stored = False  # the last event is in Redis
+        self._dirty = dirty
         self.renewed = time.monotonic()
         self.broken: str | None = None
         self._failure: tuple[str, str] | None = None
 
     def append(self, event: str, data: dict[str, Any]) -> None:
         super().append(event, data)
-        self.dirty.set()
+        self._dirty(self)
 
     def fail(self, kind: str, message: str) -> None:
         """End the stream with an error only this process's readers get (Redis is out of reach, or
@@ -186,7 +189,7 @@ class _Mirrored(ResumableStream):
             data = {"message": message, "kind": kind, "status_code": None}
             self.frames.append(sse_frame("error", dumps(data), len(self.frames) + 1))
         super().finish()
-        self.dirty.set()
+        self._dirty(self)
 
 
 class _Remote:
@@ -239,6 +242,9 @@ class RedisStreamRegistry(StreamRegistry):
         # Blocking reads hold a connection for their whole wait: they get their own.
         self.reader = connect(url, connections=1024)
         self._keeper: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._dirty: dict[_Mirrored, None] = {}  # in the order they had something new
+        self._wake = asyncio.Event()
         self._ttl_ms = max(1, int(ttl * 1000))
         self._lease_ms = max(1, int(lease * 1000))
         # A blocking read waits at most this long before it looks at the lease again.
@@ -270,7 +276,7 @@ class RedisStreamRegistry(StreamRegistry):
         generate: Callable[[Emit], Awaitable[object]],
         on_done: Callable[[], None] | None = None,
     ) -> StreamView:
-        stream = _Mirrored(uuid.uuid4().hex, conversation_id)
+        stream = _Mirrored(uuid.uuid4().hex, conversation_id, self._mark)
         async with self._talking():
             created = await self._create(
                 keys=_keys(stream.id),
@@ -279,7 +285,8 @@ class RedisStreamRegistry(StreamRegistry):
         if not created:  # a 128-bit random id met another: never in practice, and never overwritten
             raise StreamsUnavailable("could not record a new stream; try again")
         self._launch(stream, generate, on_done)
-        stream.writer = asyncio.create_task(self._write(stream), name=f"cllm-stream-writer-{stream.id}")
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="cllm-stream-appends")
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.create_task(self._keep(), name="cllm-stream-leases")
         return stream
@@ -292,40 +299,50 @@ class RedisStreamRegistry(StreamRegistry):
             if stream.task is not None and not stream.task.done():
                 stream.task.cancel()
 
-    async def _write(self, stream: _Mirrored) -> None:
-        keys = _keys(stream.id)[:3]
+    def _mark(self, stream: _Mirrored) -> None:
+        if stream.broken is None and not stream.stored:
+            self._dirty[stream] = None
+            self._wake.set()
+
+    async def _flush(self) -> None:
+        """Append every stream's new events: all the streams with some in one pipelined round trip,
+        one script call each, while the events that come meanwhile wait for the next one. A stream
+        has at most one append in flight, so its events reach Redis in order."""
         while True:
-            await stream.dirty.wait()
-            stream.dirty.clear()
-            while True:
-                end = min(len(stream.frames), stream.written + BATCH)
-                final = stream.finished and end == len(stream.frames)
-                frames = stream.frames[stream.written : end]
-                if not frames and not final:
-                    break
-                try:
-                    cancel = await self._append(
-                        keys=keys,
-                        args=[
-                            stream.token,
-                            stream.written + 1,
-                            self._ttl_ms,
-                            int(final),
-                            self._lease_ms,
-                            *frames,
-                        ],
-                    )
-                except Exception as e:
-                    self._stop(stream, "streams_unavailable", str(self._unavailable(e)))
-                    return
+            await self._wake.wait()
+            self._wake.clear()
+            batch = [s for s in self._dirty if s.broken is None and not s.stored]
+            self._dirty.clear()
+            if not batch:
+                continue
+            planned: list[tuple[_Mirrored, int, bool]] = []
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for stream in batch:
+                        end = min(len(stream.frames), stream.written + BATCH)
+                        final = stream.finished and end == len(stream.frames)
+                        args: list[Any] = [stream.token, stream.written + 1, self._ttl_ms, int(final)]
+                        args += [self._lease_ms, *stream.frames[stream.written : end]]
+                        await self._append(keys=_keys(stream.id)[:3], args=args, client=pipe)
+                        planned.append((stream, end, final))
+                    replies = await pipe.execute(raise_on_error=False)
+            except Exception as e:
+                replies = [e] * len(planned)
+            for (stream, end, final), reply in zip(planned, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    self._stop(stream, "streams_unavailable", str(self._unavailable(reply)))
+                    continue
                 stream.written = end
-                if cancel == -1:
+                if reply == -1:
                     self._stop(stream, "producer_lost", "this process lost the stream's lease")
-                    return
-                if cancel == 1 and stream.task is not None and not stream.task.done():
-                    stream.task.cancel()
+                    continue
                 if final:
-                    return
+                    stream.stored = True
+                    continue
+                if reply == 1 and stream.task is not None and not stream.task.done():
+                    stream.task.cancel()
+                if stream.written < len(stream.frames) or stream.finished:
+                    self._mark(stream)
 
     async def _keep(self) -> None:
         """Renew the leases of this process's running streams, all in one round trip every third
@@ -469,13 +486,12 @@ class RedisStreamRegistry(StreamRegistry):
     async def aclose(self) -> None:
         mirrored = [s for s in self._streams.values() if isinstance(s, _Mirrored)]
         await super().aclose()
-        writers = [s.writer for s in mirrored if s.writer is not None and not s.writer.done()]
-        if writers:
-            # Let the final events (the cancellations) reach Redis, briefly.
-            await asyncio.wait(writers, timeout=2)
-        for stream in mirrored:
-            if stream.writer is not None:
-                stream.writer.cancel()
+        # Let the last events (the cancellations) reach Redis, briefly.
+        deadline = time.monotonic() + 2
+        while any(s.broken is None and not s.stored for s in mirrored) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._flusher is not None:
+            self._flusher.cancel()
         if self._keeper is not None:
             self._keeper.cancel()
         for client in (self.redis, self.reader):
