@@ -39,6 +39,11 @@ def test_events_are_stored_once_each_as_entries_0_n(
     assert events[-1][1] == "finish"
     stream_id = events[0][2]["stream_id"]
     r: Any = redis_server.client()
+    # The reply came from the server's memory; its last events reach Redis a moment later.
+    deadline = time.monotonic() + 5
+    while r.hget(f"cllm:s:{{{stream_id}}}:meta", "done") != b"1":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     entries = r.xrange(f"cllm:s:{{{stream_id}}}")
     ids = [int(event_id) for event_id, _, _ in events[1:] if event_id is not None]
     assert [e[0] for e in entries] == [f"0-{i}".encode() for i in ids]
@@ -140,5 +145,44 @@ async def test_an_unreachable_redis_is_reported_by_every_operation(tmp_path: Any
             await registry.find("x")
         with pytest.raises(StreamsUnavailable):
             await registry.health()
+    finally:
+        await registry.aclose()
+
+
+async def test_a_slow_producer_keeps_its_stream_unless_declared_lost(redis_server: RedisServer) -> None:
+    registry = RedisStreamRegistry(60, redis_server.url, lease=5)
+    r: Any = redis_server.client()
+    go = [asyncio.Event(), asyncio.Event()]
+
+    async def generate(emit: Any) -> None:
+        emit("text-delta", {"text": "a"})
+        await go[0].wait()
+        emit("text-delta", {"text": "b"})
+        await go[1].wait()
+        emit("text-delta", {"text": "c"})
+
+    try:
+        slow: Any = await registry.open(None, generate)
+        await asyncio.sleep(0.1)
+        base = f"cllm:s:{{{slow.id}}}"
+        # Its lease lapsed (a long stall), but no reader noticed: it carries on and finishes.
+        r.delete(base + ":lease")
+        go[0].set()
+        await asyncio.sleep(0.1)
+        assert r.get(base + ":lease") == slow.token.encode()
+        # This time a reader declares it lost before it writes again: it is stopped, and the
+        # stream ends with producer_lost for everyone.
+        r.delete(base + ":lease")
+        keys = [base, base + ":meta", base + ":lease"]
+        assert await registry._lost(keys=keys, args=[2, b"id: 3\nevent: error\ndata: {}\n\n", 60_000]) == 1
+        go[1].set()
+        await asyncio.wait_for(slow.task, 5)
+        for _ in range(100):
+            if slow.broken:
+                break
+            await asyncio.sleep(0.02)
+        assert slow.broken == "producer_lost"
+        assert [e[0] for e in r.xrange(base)] == [b"0-1", b"0-2", b"0-3"]
+        assert r.hget(base + ":meta", "done") == b"1"
     finally:
         await registry.aclose()

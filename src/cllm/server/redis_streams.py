@@ -1,7 +1,7 @@
 """Resumable streams shared through Redis, so that any server process can serve any stream.
 
-One Redis Stream per cllm stream: entry ``0-N`` is SSE event ``N``, its field ``f`` the frame as
-it was encoded once by the producer. Beside it, under the same hash tag (one Cluster slot):
+One Redis Stream per cllm stream: entry ``0-N`` is SSE event ``N``, its field ``f`` the frame as it
+was encoded once by the producer. Beside it, under the same hash tag (one Cluster slot):
 
 - ``cllm:s:{id}:meta``: a hash with the conversation id, the last event number, ``done`` and the
   ``cancel`` flag;
@@ -10,16 +10,17 @@ it was encoded once by the producer. Beside it, under the same hash tag (one Clu
 
 The producer appends in batches through a script that writes only while the lease holds its token,
 so a second producer for the same id is refused; each append, and a renewal every third of the
-lease, extends the lease. Readers on other processes read what they missed
-with ``XRANGE`` and then the live tail with ``XREAD BLOCK``: one ordered channel, no pub/sub. A
-reader that finds the lease gone before the stream is done appends one terminal ``error`` event of
-kind ``producer_lost`` (once, through a script that checks nothing moved) and stops; nothing ever
-starts the generation again.
+lease, extends the lease. A producer that was merely slow (its lease lapsed, but no reader has yet
+declared it lost) takes its lease back; once a reader has, its writes are refused and it stops.
+Readers on other processes read what they missed with ``XRANGE`` and then the live tail with ``XREAD
+BLOCK``: one ordered channel, no pub/sub. A reader that finds the lease gone before the stream is
+done appends one terminal ``error`` event of kind ``producer_lost`` (once, through a script that
+checks nothing moved) and stops; nothing ever starts the generation again.
 
-Readers in the producer's own process read its memory, as without Redis; Redis then costs one
-script call per batch of events. If Redis cannot be reached, starting, resuming or stopping a
-stream raises `StreamsUnavailable` (the routes answer 503); a running stream whose events cannot
-be stored stops, and its readers get an ``error`` event of kind ``streams_unavailable``.
+Readers in the producer's own process read its memory, as without Redis; Redis then costs one script
+call per batch of events. If Redis cannot be reached, starting, resuming or stopping a stream raises
+`StreamsUnavailable` (the routes answer 503); a running stream whose events cannot be stored stops,
+and its readers get an ``error`` event of kind ``streams_unavailable``.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ return 1
 """
 
 _APPEND = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
-redis.call('PEXPIRE', KEYS[3], ARGV[5])
+local owner = redis.call('GET', KEYS[3])
+if owner ~= ARGV[1] and (owner or redis.call('HGET', KEYS[2], 'done') ~= '0') then return -1 end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[5])
 local seq = tonumber(ARGV[2])
 for i = 6, #ARGV do
   redis.call('XADD', KEYS[1], '0-' .. seq, 'f', ARGV[i])
@@ -80,8 +82,9 @@ return tonumber(redis.call('HGET', KEYS[2], 'cancel') or '0')
 """
 
 _RENEW = """
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {-1, 0, 0} end
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
+local owner = redis.call('GET', KEYS[3])
+if owner ~= ARGV[1] and (owner or redis.call('HGET', KEYS[2], 'done') ~= '0') then return {-1, 0, 0} end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 if ARGV[4] == '1' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[3]) end
