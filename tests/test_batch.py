@@ -183,3 +183,19 @@ def test_asyncio_run_of_abatch() -> None:
         return [i.index async for i in cllm.abatch(MODEL, [{"id": 1}])]
 
     assert asyncio.run(main()) == [0]
+
+
+def test_retries_pass_through_to_each_item(replay_server: ReplayServer) -> None:
+    from support.scripted_provider import rate_limited
+
+    replay_server.add(rate_limited(None))
+    replay_server.add(echo(0), repeat=True)
+    results = cllm.batch(
+        MODEL,
+        ["once"],
+        limits=cllm.Limits(concurrency=1),
+        retries=cllm.Retries(attempts=2, backoff=0),
+        **opts(replay_server),
+    )
+    assert results[0].ok and results[0].response is not None and results[0].response.text == "re: once"
+    assert len(replay_server.exchanges) == 2

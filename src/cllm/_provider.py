@@ -458,14 +458,40 @@ def _chars(messages: Sequence[Mapping[str, Any]]) -> int:
 
 
 def count_tokens(model: str, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> int:
-    """The prompt's size in the model's tokens where LiteLLM can count them cheaply, else characters/4."""
+    """The prompt's size in the model's tokens where LiteLLM can count them cheaply, else characters/4.
+
+    Each message's text is counted with the tokenizer LiteLLM picks for the model, plus a few
+    tokens of framing per message: an estimate made before the call, settled after it with what
+    the provider reports.
+    """
     chars = _chars(messages) + (len(json.dumps(tools, default=str)) if tools else 0)
-    if chars <= _COUNT_AT_MOST and _litellm is not None:
-        try:
-            return int(_litellm.token_counter(model=model, messages=list(messages), tools=tools or None))
-        except Exception:
-            pass
-    return chars // 4 + 4 * len(messages)
+    count = _counter_for(model) if chars <= _COUNT_AT_MOST and _litellm is not None else None
+    if count is None:
+        return chars // 4 + 4 * len(messages)
+    total = 4 * len(messages)
+    try:
+        for message in messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                total += count(content)
+            elif content is not None:
+                total += count(json.dumps(content, default=str))
+            if message.get("tool_calls"):
+                total += count(json.dumps(message["tool_calls"], default=str))
+        if tools:
+            total += count(json.dumps(tools, default=str))
+    except Exception:
+        return chars // 4 + 4 * len(messages)
+    return total
+
+
+_counters: dict[str, Callable[[str], int] | None] = {}
+
+
+def _counter_for(model: str) -> Callable[[str], int] | None:
+    if model not in _counters:
+        _counters[model] = text_counter(model)
+    return _counters[model]
 
 
 def text_counter(model: str) -> Callable[[str], int] | None:

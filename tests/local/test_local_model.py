@@ -312,8 +312,11 @@ async def test_a_bad_model_gets_a_clear_error(
 
 async def test_a_prompt_longer_than_the_context_window_gets_a_clear_error(model: LoadedModel) -> None:
     started = time.perf_counter()
-    with pytest.raises(ProviderError, match=r"the prompt is \d+ tokens.*context window is 8192 tokens"):
+    with pytest.raises(
+        ProviderError, match=r"the prompt is \d+ tokens.*context window is 8192 tokens"
+    ) as info:
         await collect(prompt="word " * 9000, max_tokens=5)
+    assert "`cllm file PATH" in info.value.message
     assert time.perf_counter() - started < 5
     assert not model.lock.locked
     _, response = await collect(max_tokens=2)  # and the model still works

@@ -18,6 +18,9 @@ __all__ = ["Limits", "Permit"]
 # wake it at once; this only matters for a store shared with other processes.
 _SLOT_POLL = 0.25
 _names = itertools.count(1)
+# Lateness of a waiter's wake-up (seconds) that is caught up rather than added to the schedule: a
+# busy event loop (LiteLLM's set-up of each call holds it for milliseconds) wakes waiters late.
+_SLACK = 0.1
 
 
 def _positive(name: str, value: float | None) -> float | None:
@@ -196,9 +199,10 @@ class Limits:
     def _buckets(self, model: str, tokens: int) -> list[Bucket]:
         buckets = []
         if self.rpm is not None:
-            buckets.append(Bucket(self._key(model, "rpm"), 1.0, 60.0 / self.rpm))
+            interval = 60.0 / self.rpm
+            buckets.append(Bucket(self._key(model, "rpm"), 1.0, interval, min(_SLACK, interval / 2)))
         if self.tpm is not None and tokens > 0:
-            buckets.append(Bucket(self._key(model, "tpm"), float(tokens), 60.0 / self.tpm))
+            buckets.append(Bucket(self._key(model, "tpm"), float(tokens), 60.0 / self.tpm, _SLACK))
         return buckets
 
     def _queue(self, model: str) -> _Queue:

@@ -13,6 +13,12 @@ when ``tat <= now``, and moves ``tat`` to ``max(tat, now) + c * interval``. So i
 requests are spaced evenly rather than let through in bursts. A negative cost given to `adjust`
 is a refund (``tat`` moves back, never before ``now``); a positive one is spending beyond the
 estimate (later reservations wait longer).
+
+A waiter wakes a little after ``tat`` (timers and busy event loops are late by milliseconds). So
+that this lateness does not add up over thousands of requests, a reservation granted at most
+``slack`` seconds after ``tat`` is charged from ``tat`` rather than from ``now``: the schedule
+stays on its grid and nothing is ever granted before its time. The bound above grows by
+``slack / interval``.
 """
 
 from __future__ import annotations
@@ -28,12 +34,13 @@ __all__ = ["Bucket", "LimiterStore", "MemoryStore", "default_store"]
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """One rate to charge: the bucket's ``key``, the ``cost`` to reserve and the ``interval`` (seconds)
-    one unit of cost takes."""
+    """One rate to charge: the bucket's ``key``, the ``cost`` to reserve, the ``interval`` (seconds)
+    one unit of cost takes, and the ``slack`` (seconds) of lateness that is caught up."""
 
     key: str
     cost: float
     interval: float
+    slack: float = 0.0
 
 
 class LimiterStore(Protocol):
@@ -95,7 +102,9 @@ class MemoryStore:
             if wait > 0:
                 return wait
             for b in buckets:
-                self._tat[b.key] = max(self._tat.get(b.key, now), now) + b.cost * b.interval
+                tat = self._tat.get(b.key)
+                base = tat if tat is not None and 0 <= now - tat <= b.slack else max(tat or now, now)
+                self._tat[b.key] = base + b.cost * b.interval
             return 0.0
 
     async def adjust(self, bucket: Bucket) -> None:

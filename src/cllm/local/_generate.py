@@ -71,7 +71,8 @@ class Generation:
         if len(self.prompt_tokens) >= limit:
             raise LocalModelError(
                 f"the prompt is {len(self.prompt_tokens)} tokens, more than local/{model.name} can read: "
-                f"its context window is {limit} tokens (prompt and reply together)"
+                f"its context window is {limit} tokens (prompt and reply together); for a long "
+                f'text, `cllm file PATH "instruction"` answers it section by section'
             )
         self.stop_strings = prompt.stop + list(self.sampling.stop)
         self._grammar = self._call_grammar() if self.plan.mode != "text" else None
