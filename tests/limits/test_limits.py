@@ -122,9 +122,10 @@ async def test_tpm_is_never_exceeded_in_any_window(replay_server: ReplayServer) 
         for j in range(i, len(spent)):
             window = spent[j][0] - spent[i][0]
             cost = sum(c for _, c in spent[i : j + 1])
-            # GCRA's bound: the window's rate plus the one request that opened it (with 50 ms for
-            # the way from the limiter to the server, which varies from one request to the next).
-            assert cost <= rate * (window + 0.05) + largest, (i, j, cost, window)
+            # GCRA's bound: the window's rate plus the one request that opened it, plus the 0.1 s
+            # of a late wake-up the limiter catches up (and 50 ms for the way from the limiter to
+            # the server, which varies from one request to the next).
+            assert cost <= rate * (window + 0.1 + 0.05) + largest, (i, j, cost, window)
     # ...and it did not simply run one at a time: the tokens were the limit, not the slots.
     total = sum(c for _, c in spent)
     assert spent[-1][0] - spent[0][0] >= (total - largest) / rate - 0.5
