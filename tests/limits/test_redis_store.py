@@ -100,3 +100,13 @@ async def test_limits_on_two_stores_share_one_concurrency_budget(redis_server: R
     finally:
         for s in stores:
             await s.aclose()
+
+
+async def test_a_late_wake_up_is_caught_up_as_in_memory(store: RedisStore) -> None:
+    # One request every 0.2 s, 0.1 s of slack: granted 50 ms late, the next is due 0.15 s later.
+    bucket = Bucket("late", 1, 0.2, 0.1)
+    assert await store.reserve([bucket], "p") == 0
+    wait = await store.reserve([bucket], "p")
+    await asyncio.sleep(wait + 0.05)
+    assert await store.reserve([bucket], "p") == 0
+    assert 0.1 < await store.reserve([bucket], "p") <= 0.16

@@ -44,8 +44,10 @@ for i = 2, #KEYS do
 end
 if wait > 0 then return tostring(wait) end
 for i = 2, #KEYS do
-  local tat = math.max(tonumber(redis.call('GET', KEYS[i]) or '0'), now)
-  local later = tat + tonumber(ARGV[2 * i - 3]) * tonumber(ARGV[2 * i - 2])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  -- granted at most `slack` after tat: charged from tat, so late wake-ups do not add up
+  if not (tat > 0 and now - tat <= tonumber(ARGV[3 * i - 3])) then tat = math.max(tat, now) end
+  local later = tat + tonumber(ARGV[3 * i - 5]) * tonumber(ARGV[3 * i - 4])
   redis.call('SET', KEYS[i], string.format('%.6f', later), 'PX', math.ceil((later - now) * 1000) + 1000)
 end
 return '0'
@@ -136,7 +138,7 @@ class RedisStore:
     async def reserve(self, buckets: Sequence[Bucket], pause_key: str) -> float:
         args: list[Any] = []
         for b in buckets:
-            args += [repr(float(b.cost)), repr(float(b.interval))]
+            args += [repr(float(b.cost)), repr(float(b.interval)), repr(float(b.slack))]
         wait = await self._reserve(keys=[pause_key, *(b.key for b in buckets)], args=args)
         return max(0.0, float(wait))
 
