@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DONE, MODEL, Cli, chunk, last_user_text, text_stream, tool_call_stream, usage_chunk
+from support import faults
 from support.replay_server import Piece, RecordedRequest, ScriptedResponse, stream_response
 
 from cllm.cli.chat import PROMPT
@@ -202,3 +203,17 @@ def test_tool_call_progress_is_live_while_the_arguments_are_written(
     assert "EXITED 0" in screen
     assert "⚙" not in screen  # the status line is gone, replaced by the finished call
     assert re.search(r"tool call write_file\(.*notes\.txt.*\) · \d+ bytes", screen, re.DOTALL)
+
+
+def test_a_restarted_answer_marks_the_partial_as_abandoned(
+    cli: Cli, terminal: Callable[..., Terminal]
+) -> None:
+    cli.server.add(faults.text_stream(faults.WORDS, cut_after=6), text_stream(["Fresh ", "answer."]))
+    term = terminal(_cllm(cli, "--retries", "1", "--mid-stream", "restart", "--no-log", "hi"), cli.env)
+    term.wait_for(lambda s: "EXITED" in s, what="the end")
+    scrollback = term.scrollback()
+    assert "EXITED 0" in scrollback
+    partial = scrollback.index("word5")
+    abandoned = scrollback.index("the answer above was abandoned")
+    restart = scrollback.index('restarting on openai/test-model after "connection reset"')
+    assert partial < abandoned < restart < scrollback.index("Fresh answer.")
