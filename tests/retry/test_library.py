@@ -327,3 +327,23 @@ def test_bad_options_are_clear_errors() -> None:
         cllm.stream(PLAIN_MODEL, "hi", fallbacks=[{"api_base": "x"}])
     with pytest.raises(ValueError, match="never retried"):
         cllm.Retries(on={401})
+
+
+async def test_each_attempt_takes_and_frees_its_own_place_under_limits(replay_server: ReplayServer) -> None:
+    limits = cllm.Limits(concurrency=1)
+    replay_server.add(
+        error_response(500, "x", code=None),
+        text_stream(WORDS[:3]),
+        error_response(500, "x", code=None),
+        text_stream(WORDS[:3]),
+    )
+
+    async def one() -> cllm.Response:
+        return await cllm.acomplete(
+            PLAIN_MODEL, "hi", **opts(replay_server, retries=cllm.Retries(backoff=0.01), limits=limits)
+        )
+
+    first, second = await asyncio.gather(one(), one())
+    assert first.text == second.text == "".join(WORDS[:3])
+    assert len(first.attempts) + len(second.attempts) == 4
+    assert limits.in_flight(PLAIN_MODEL) == 0
