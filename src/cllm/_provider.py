@@ -37,6 +37,7 @@ __all__ = [
     "preload",
     "prepare",
     "provider_error",
+    "reasoning_params",
     "resolve",
     "retry_after",
     "stream_delivered",
@@ -224,6 +225,19 @@ def _accepts_stream_options(model: str, provider: str) -> bool:
     except Exception:
         return False
     return bool(params) and "stream_options" in params
+
+
+def reasoning_params(model: str) -> frozenset[str]:
+    """Which of ``reasoning_effort`` and ``thinking`` LiteLLM accepts for a model that reasons (none
+    for a model that does not). Needs litellm loaded (`aload`)."""
+    lib = litellm()
+    try:
+        if not lib.supports_reasoning(model=model):
+            return frozenset()
+        params = lib.get_supported_openai_params(model=model) or ()
+    except Exception:
+        return frozenset()
+    return frozenset(params) & {"reasoning_effort", "thinking"}
 
 
 # -- chunks ---------------------------------------------------------------------------------------
