@@ -64,7 +64,9 @@ async def test_capture_through_the_adapter(replay_server: ReplayServer, capture:
     assert streamed == expected.text
     calls = [p.function_call for p in parts if p.function_call]
     if calls:
-        assert [(c.id, c.name, c.args) for c in calls] == [(t.id, t.name, t.arguments) for t in expected.tool_calls]
+        # (LiteLLM makes up a new id for each Gemini call, so ids differ between two replays.)
+        assert [(c.name, c.args) for c in calls] == [(t.name, t.arguments) for t in expected.tool_calls]
+        assert all(c.id for c in calls)
         assert final.finish_reason == types.FinishReason.STOP
     elif final.interrupted:
         kept = (final.custom_metadata or {}).get(INCOMPLETE_CALLS_KEY, [])
