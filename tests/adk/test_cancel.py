@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-pytest.importorskip("google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')")
+pytest.importorskip(
+    "google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')"
+)
 
 from google.adk.agents import LlmAgent
 from google.adk.agents.run_config import RunConfig, StreamingMode

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')")
+pytest.importorskip(
+    "google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')"
+)
 
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-pytest.importorskip("google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')")
+pytest.importorskip(
+    "google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')"
+)
 
 from google.genai import types
 from support.replay_server import ReplayServer, error_response, stream_response
@@ -81,7 +83,9 @@ async def test_partial_function_calls_carry_the_arguments_parsed_so_far(replay_s
     ]
     assert {c.id for c in calls} == {"call_1"} and {c.name for c in calls} == {"make_file"}
     assert all(c.will_continue for c in calls)
-    partial_args = [[(p.json_path, p.string_value, p.number_value) for p in c.partial_args or ()] for c in calls]
+    partial_args = [
+        [(p.json_path, p.string_value, p.number_value) for p in c.partial_args or ()] for c in calls
+    ]
     assert partial_args[1:5] == [
         [("$.path", "a", None)],
         [("$.path", ".py", None), ("$.n", None, 1.0)],
@@ -96,11 +100,31 @@ async def test_partial_function_calls_carry_the_arguments_parsed_so_far(replay_s
 FINISHES = {
     "stop": (text_pieces(["ok"], "stop", usage_chunk()), types.FinishReason.STOP, None, False),
     "tool_calls": (tool_pieces(['{"a": 1}']), types.FinishReason.STOP, None, False),
-    "length": (text_pieces(["cut"], "length", usage_chunk()), types.FinishReason.MAX_TOKENS, "MAX_TOKENS", False),
+    "length": (
+        text_pieces(["cut"], "length", usage_chunk()),
+        types.FinishReason.MAX_TOKENS,
+        "MAX_TOKENS",
+        False,
+    ),
     "content_filter": (text_pieces(["no"], "content_filter"), types.FinishReason.SAFETY, "SAFETY", False),
-    "invalid_json": (tool_pieces(['{"a": tru']), types.FinishReason.MALFORMED_FUNCTION_CALL, "MALFORMED_FUNCTION_CALL", False),
-    "invalid_json_length": (tool_pieces(['{"a": "x'], "length"), types.FinishReason.MAX_TOKENS, "MAX_TOKENS", False),
-    "truncated": (text_pieces(["cut ", "off"], None, done=False), types.FinishReason.OTHER, "STREAM_INTERRUPTED", True),
+    "invalid_json": (
+        tool_pieces(['{"a": tru']),
+        types.FinishReason.MALFORMED_FUNCTION_CALL,
+        "MALFORMED_FUNCTION_CALL",
+        False,
+    ),
+    "invalid_json_length": (
+        tool_pieces(['{"a": "x'], "length"),
+        types.FinishReason.MAX_TOKENS,
+        "MAX_TOKENS",
+        False,
+    ),
+    "truncated": (
+        text_pieces(["cut ", "off"], None, done=False),
+        types.FinishReason.OTHER,
+        "STREAM_INTERRUPTED",
+        True,
+    ),
 }
 
 
@@ -144,7 +168,9 @@ async def test_connection_reset_keeps_what_arrived(replay_server: ReplayServer) 
 
 
 async def test_usage_reports_thoughts_and_cached_tokens(replay_server: ReplayServer) -> None:
-    replay_server.add(stream_response(text_pieces(["x"], usage=usage_chunk(100, 50, reasoning=30, cached=64))))
+    replay_server.add(
+        stream_response(text_pieces(["x"], usage=usage_chunk(100, 50, reasoning=30, cached=64)))
+    )
     llm = CllmLlm(model=MODEL, **options(replay_server))
     usage = (await collect(llm.generate_content_async(user_request(), stream=True)))[-1].usage_metadata
     assert (usage.prompt_token_count, usage.candidates_token_count, usage.total_token_count) == (100, 50, 150)

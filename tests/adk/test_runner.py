@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')")
+pytest.importorskip(
+    "google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')"
+)
 
 from google.adk.agents import LlmAgent
 from google.adk.agents.run_config import RunConfig, StreamingMode
@@ -70,7 +72,9 @@ async def test_long_running_tool_arguments_stream_progressively(replay_server: R
     runner, session_id = await start(agent, resumable=True)
     partial_calls: list[tuple[float, dict[str, Any]]] = []
     finals = []
-    async for event in runner.run_async(user_id="u", session_id=session_id, new_message=message("go"), run_config=SSE):
+    async for event in runner.run_async(
+        user_id="u", session_id=session_id, new_message=message("go"), run_config=SSE
+    ):
         for call in event.get_function_calls():
             if event.partial:
                 partial_calls.append((time.monotonic(), dict(call.args or {})))
@@ -86,14 +90,18 @@ async def test_long_running_tool_arguments_stream_progressively(replay_server: R
     expected = json.loads("".join(fragments))
     assert [c.args for c in finals] == [expected]
     assert runs == [expected]  # once, with the whole arguments
-    session = await runner.session_service.get_session(app_name="cllm_test", user_id="u", session_id=session_id)
+    session = await runner.session_service.get_session(
+        app_name="cllm_test", user_id="u", session_id=session_id
+    )
     assert session is not None
     assert not any(e.partial for e in session.events)  # partials never persisted
     assert len(replay_server.requests) == 1  # paused after the long-running tool
 
 
 async def test_tool_result_goes_back_on_the_wire(replay_server: ReplayServer) -> None:
-    replay_server.add(stream_response(tool_pieces(['{"city": "Paris"}'], name="get_weather", call_id="call_w")))
+    replay_server.add(
+        stream_response(tool_pieces(['{"city": "Paris"}'], name="get_weather", call_id="call_w"))
+    )
     replay_server.add(stream_response(text_pieces(["It is ", "21 degrees."])))
     calls: list[str] = []
 
@@ -110,10 +118,15 @@ async def test_tool_result_goes_back_on_the_wire(replay_server: ReplayServer) ->
     )
     runner, session_id = await start(agent)
     events = [
-        e async for e in runner.run_async(user_id="u", session_id=session_id, new_message=message("Paris?"), run_config=SSE)
+        e
+        async for e in runner.run_async(
+            user_id="u", session_id=session_id, new_message=message("Paris?"), run_config=SSE
+        )
     ]
     assert calls == ["Paris"]
-    final_texts = [p.text for e in events if not e.partial and e.content for p in e.content.parts or () if p.text]
+    final_texts = [
+        p.text for e in events if not e.partial and e.content for p in e.content.parts or () if p.text
+    ]
     assert final_texts == ["It is 21 degrees."]
     first, second = (r.json for r in replay_server.requests)
     assert first["messages"][0]["role"] == "system" and "Answer briefly." in first["messages"][0]["content"]
@@ -121,7 +134,11 @@ async def test_tool_result_goes_back_on_the_wire(replay_server: ReplayServer) ->
     assert second["messages"][-2] == {
         "role": "assistant",
         "tool_calls": [
-            {"type": "function", "id": "call_w", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            {
+                "type": "function",
+                "id": "call_w",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+            }
         ],
     }
     assert second["messages"][-1] == {
@@ -152,7 +169,9 @@ async def test_registered_name_resolves_to_cllm(replay_server: ReplayServer) -> 
     os.environ["OPENAI_API_BASE"] = replay_server.url + "/v1"
     os.environ["OPENAI_API_KEY"] = "sk-test"
     try:
-        events = [e async for e in runner.run_async(user_id="u", session_id=session_id, new_message=message("hi"))]
+        events = [
+            e async for e in runner.run_async(user_id="u", session_id=session_id, new_message=message("hi"))
+        ]
     finally:
         del os.environ["OPENAI_API_BASE"], os.environ["OPENAI_API_KEY"]
     assert events[-1].content.parts[0].text == "via registry"
@@ -164,10 +183,15 @@ async def test_text_partials_are_not_persisted_and_the_final_is(replay_server: R
     agent = LlmAgent(name="t", model=CllmLlm(model=MODEL, **options(replay_server)))
     runner, session_id = await start(agent)
     events = [
-        e async for e in runner.run_async(user_id="u", session_id=session_id, new_message=message("x"), run_config=SSE)
+        e
+        async for e in runner.run_async(
+            user_id="u", session_id=session_id, new_message=message("x"), run_config=SSE
+        )
     ]
     assert [e.partial for e in events] == [True, True, True, False]
-    session = await runner.session_service.get_session(app_name="cllm_test", user_id="u", session_id=session_id)
+    session = await runner.session_service.get_session(
+        app_name="cllm_test", user_id="u", session_id=session_id
+    )
     assert session is not None
     model_events = [e for e in session.events if e.author == "t"]
     assert [e.content.parts[0].text for e in model_events] == ["abc"]

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')")
+pytest.importorskip(
+    "google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')"
+)
 
 from google.adk.models.lite_llm import LiteLlm
 from google.adk.models.llm_request import LlmRequest
@@ -54,18 +56,26 @@ def conversation() -> list[types.Content]:
             role="model",
             parts=[
                 types.Part(text="Checking."),
-                types.Part(function_call=types.FunctionCall(id="call_a", name="get_weather", args={"city": "Paris"})),
-                types.Part(function_call=types.FunctionCall(id="call_b", name="get_weather", args={"city": "Rome"})),
+                types.Part(
+                    function_call=types.FunctionCall(id="call_a", name="get_weather", args={"city": "Paris"})
+                ),
+                types.Part(
+                    function_call=types.FunctionCall(id="call_b", name="get_weather", args={"city": "Rome"})
+                ),
             ],
         ),
         types.Content(
             role="user",
             parts=[
                 types.Part(
-                    function_response=types.FunctionResponse(id="call_a", name="get_weather", response={"temp": 21})
+                    function_response=types.FunctionResponse(
+                        id="call_a", name="get_weather", response={"temp": 21}
+                    )
                 ),
                 types.Part(
-                    function_response=types.FunctionResponse(id="call_b", name="get_weather", response={"temp": 25})
+                    function_response=types.FunctionResponse(
+                        id="call_b", name="get_weather", response={"temp": 25}
+                    )
                 ),
             ],
         ),
@@ -75,7 +85,9 @@ def conversation() -> list[types.Content]:
 
 
 REQUESTS: dict[str, Callable[[], LlmRequest]] = {
-    "plain": lambda: LlmRequest(model=MODEL, contents=[types.Content(role="user", parts=[types.Part(text="hi")])]),
+    "plain": lambda: LlmRequest(
+        model=MODEL, contents=[types.Content(role="user", parts=[types.Part(text="hi")])]
+    ),
     "system_tools_and_settings": lambda: LlmRequest(
         model=MODEL,
         contents=conversation(),
@@ -112,13 +124,16 @@ REQUESTS: dict[str, Callable[[], LlmRequest]] = {
         config=types.GenerateContentConfig(
             response_schema=types.Schema(
                 type=types.Type.OBJECT,
-                properties={"a": types.Schema(type=types.Type.STRING), "b": types.Schema(type=types.Type.NUMBER)},
+                properties={
+                    "a": types.Schema(type=types.Type.STRING),
+                    "b": types.Schema(type=types.Type.NUMBER),
+                },
             )
         ),
     ),
     "missing_tool_result_and_system_content": lambda: LlmRequest(
         model=MODEL,
-        contents=conversation()[:2] + [types.Content(role="user", parts=[types.Part(text="go on")])],
+        contents=[*conversation()[:2], types.Content(role="user", parts=[types.Part(text="go on")])],
         config=types.GenerateContentConfig(
             system_instruction=types.Content(parts=[types.Part(text="One."), types.Part(text="Two.")])
         ),
@@ -179,17 +194,29 @@ def test_the_mapped_request_has_what_it_should(replay_server: ReplayServer) -> N
     import asyncio
 
     body = asyncio.run(
-        wire_body(CllmLlm(model=MODEL, **options(replay_server)), REQUESTS["system_tools_and_settings"](), replay_server)
+        wire_body(
+            CllmLlm(model=MODEL, **options(replay_server)),
+            REQUESTS["system_tools_and_settings"](),
+            replay_server,
+        )
     )
     messages = body["messages"]
     assert messages[0] == {"role": "system", "content": "You are terse."}
     assistant = messages[2]
-    assert [c["function"]["arguments"] for c in assistant["tool_calls"]] == ['{"city": "Paris"}', '{"city": "Rome"}']
+    assert [c["function"]["arguments"] for c in assistant["tool_calls"]] == [
+        '{"city": "Paris"}',
+        '{"city": "Rome"}',
+    ]
     assert messages[3:5] == [
         {"role": "tool", "tool_call_id": "call_a", "content": '{"temp": 21}'},
         {"role": "tool", "tool_call_id": "call_b", "content": '{"temp": 25}'},
     ]
-    assert (body["temperature"], body["top_p"], body["max_completion_tokens"], body["stop"]) == (0.2, 0.9, 300, ["END"])
+    assert (body["temperature"], body["top_p"], body["max_completion_tokens"], body["stop"]) == (
+        0.2,
+        0.9,
+        300,
+        ["END"],
+    )
     assert body["tool_choice"] == "required"
     weather = body["tools"][0]["function"]
     assert weather["parameters"]["properties"]["city"] == {"type": "string", "description": "City name"}

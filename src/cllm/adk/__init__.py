@@ -16,9 +16,7 @@ from __future__ import annotations
 try:
     from google.adk.models.registry import LLMRegistry
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "cllm.adk needs Google's Agent Development Kit: pip install 'cllm[adk]'"
-    ) from exc
+    raise ImportError("cllm.adk needs Google's Agent Development Kit: pip install 'cllm[adk]'") from exc
 
 from cllm.adk._model import PREFIX, CllmLlm
 from cllm.adk._response import INCOMPLETE_CALLS_KEY

@@ -21,7 +21,7 @@ from cllm.errors import CllmError, ProviderError, StreamInterrupted, StreamTimeo
 try:  # google-adk 2.x
     from google.adk.models._capabilities import LlmCapabilities
 except ImportError:  # pragma: no cover - google-adk 1.x
-    LlmCapabilities = None
+    LlmCapabilities = None  # type: ignore[assignment,misc]
 
 __all__ = ["PREFIX", "CllmLlm"]
 
@@ -101,7 +101,9 @@ class CllmLlm(BaseLlm):
                 return
             except StreamInterrupted as exc:
                 message = exc.response.error or str(exc)
-                yield final_response(exc.response, model=model, error_code="STREAM_INTERRUPTED", error_message=message)
+                yield final_response(
+                    exc.response, model=model, error_code="STREAM_INTERRUPTED", error_message=message
+                )
                 return
             except ProviderError:
                 raise

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from cllm import _provider
 
-__all__ = ["build_options", "build_messages"]
+__all__ = ["build_messages", "build_options"]
 
 MISSING_TOOL_RESULT = (
     "Error: Missing tool result (tool execution may have been interrupted before a response was recorded)."
@@ -65,7 +65,9 @@ def system_text(config: types.GenerateContentConfig | None) -> str | None:
 
 
 def _has_payload(part: types.Part) -> bool:
-    return bool(part.text or part.inline_data or part.file_data or part.function_call or part.function_response)
+    return bool(
+        part.text or part.inline_data or part.file_data or part.function_call or part.function_response
+    )
 
 
 def ensure_user_turn(request: LlmRequest) -> None:
@@ -211,7 +213,12 @@ def build_messages(request: LlmRequest) -> list[dict[str, Any]]:
 
 # -- schemas and tools ----------------------------------------------------------------------------
 
-_RENAMES = {"any_of": "anyOf", "ref": "$ref", "defs": "$defs", "additional_properties": "additionalProperties"}
+_RENAMES = {
+    "any_of": "anyOf",
+    "ref": "$ref",
+    "defs": "$defs",
+    "additional_properties": "additionalProperties",
+}
 
 
 def _schema_dict(schema: Any) -> Any:
@@ -312,7 +319,11 @@ def tool_param(declaration: types.FunctionDeclaration) -> dict[str, Any]:
         parameters = {"type": "object", "properties": {}}
     return {
         "type": "function",
-        "function": {"name": declaration.name, "description": _description(declaration), "parameters": parameters},
+        "function": {
+            "name": declaration.name,
+            "description": _description(declaration),
+            "parameters": parameters,
+        },
     }
 
 
