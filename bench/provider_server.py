@@ -11,6 +11,9 @@ The model name picks the stream (so one server serves every scenario):
   slow             text chunks every 2 ms for up to 20 s; GET /last tells when the client went away
   paced-<N>-<ms>   N text chunks <ms> apart (after a random phase within the first interval)
   burst-<N>        N text chunks at once
+  args-<B>-<D>     one tool call whose arguments (a JSON object of about B bytes) arrive in D-byte
+                   fragments, all at once
+  argspaced-<N>-<ms>  one tool call whose arguments arrive in N fragments <ms> apart
 In paced and burst streams each chunk's text is ``t=<time.time()>;``, stamped as it is written, so a
 client can tell how long the chunk took to reach it (bench_server.py).
 """
@@ -86,6 +89,24 @@ def tool_fragments(n: int) -> list[bytes]:
     return parts
 
 
+def args_fragments(size: int, step: int) -> list[bytes]:
+    """A tool call whose arguments are ``{"path": ..., "text": ...}`` of about ``size`` bytes, ``step`` bytes
+    per fragment (never splitting an escape)."""
+    text = ("lorem ipsum dolor sit amet " * (size // 27 + 1))[: max(size - 32, 0)]
+    arguments = '{"path": "notes.md", "text": "' + text + '"}'
+    head = {
+        "index": 0,
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "write_file", "arguments": ""},
+    }
+    parts = [chunk({"role": "assistant", "content": None, "tool_calls": [head]})]
+    for i in range(0, len(arguments), step):
+        piece = arguments[i : i + step]
+        parts.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+    return parts
+
+
 async def completions(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = str(body["model"])
@@ -114,6 +135,24 @@ async def completions(request: web.Request) -> web.StreamResponse:
                 await asyncio.sleep(interval_ms / 1000)
                 await resp.write(stamped())
             await resp.write(chunk({}, "stop") + USAGE + b"data: [DONE]\n\n")
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass
+        return resp
+    if kind == "args":
+        size, step = (int(x) for x in count.split("-"))
+        body = b"".join(args_fragments(size, step)) + chunk({}, "tool_calls") + USAGE + b"data: [DONE]\n\n"
+        await resp.write(body)
+        await resp.write_eof()
+        return resp
+    if kind == "argspaced":
+        n, interval_ms = (int(x) for x in count.split("-"))
+        parts = tool_fragments(n)
+        try:
+            for part in parts:
+                await resp.write(part)
+                await asyncio.sleep(interval_ms / 1000)
+            await resp.write(chunk({}, "tool_calls") + USAGE + b"data: [DONE]\n\n")
             await resp.write_eof()
         except (ConnectionError, RuntimeError):
             pass

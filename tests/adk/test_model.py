@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -68,7 +69,7 @@ async def test_stream_false_gives_the_same_final(replay_server: ReplayServer) ->
 async def test_partial_function_calls_carry_the_arguments_parsed_so_far(replay_server: ReplayServer) -> None:
     fragments = ['{"path": "a', '.py", "n": 1', "2, ", '"tags": ["x', '"]}']
     pieces = tool_pieces(fragments)
-    replay_server.add(stream_response(pieces, delay=0.03))
+    replay_server.add(stream_response(pieces, delay=0.1))
     llm = CllmLlm(model=MODEL, **options(replay_server))
     responses = await collect(llm.generate_content_async(user_request(), stream=True))
     calls = [r.content.parts[0].function_call for r in responses[:-1]]
@@ -246,3 +247,23 @@ async def test_options_pass_through_to_cllm(replay_server: ReplayServer) -> None
     body = replay_server.requests[0].json
     assert (body["model"], body["temperature"], body["max_tokens"]) == ("gpt-4o-2024-08-06", 0.5, 7)
     assert json.dumps(body["messages"]) == json.dumps([{"role": "user", "content": "hi"}])
+
+
+async def test_folded_fragments_are_shown_when_the_stream_goes_quiet(replay_server: ReplayServer) -> None:
+    from support.replay_server import Piece
+
+    fragments = ['{"items": [', *[f"{i}, " for i in range(40)], "40"]
+    pieces = tool_pieces(fragments)
+    # Every fragment at once (folded into few snapshots), then 0.6 s of silence before the rest.
+    head, tail = pieces[: len(fragments) + 1], pieces[len(fragments) + 1 :]
+    replay_server.add(stream_response([*head, Piece(tail[0], 0.6), *tail[1:]]))
+    llm = CllmLlm(model=MODEL, **options(replay_server))
+    started = time.monotonic()
+    seen: list[tuple[float, object]] = []
+    async for response in llm.generate_content_async(user_request(), stream=True):
+        if response.partial:
+            seen.append((time.monotonic() - started, response.content.parts[0].function_call.args))
+    last_time, last_args = seen[-1]
+    assert last_args == {"items": list(range(41))}
+    assert last_time - seen[0][0] < 0.5  # shown before the provider spoke again, not with the final
+    assert len(seen) < len(fragments)  # a burst is folded

@@ -12,6 +12,8 @@ pytest.importorskip(
     "google.adk", reason="google-adk is not installed (the `adk` extra: pip install -e '.[adk]')"
 )
 
+from importlib.metadata import version
+
 from google.adk.models.lite_llm import LiteLlm
 from google.adk.models.llm_request import LlmRequest
 from google.genai import types
@@ -170,12 +172,22 @@ async def both(make: Callable[[], LlmRequest], server: ReplayServer, model: str 
     return ours, theirs
 
 
+# The mapping follows LiteLlm 2.13. Older ones send Schema types in upper case, a system Content as an
+# object, no tool_choice for mode NONE and no reasoning settings: compared only from 2.13 on.
+ADK_VERSION = tuple(int(p) for p in version("google-adk").split(".")[:2])
+REFERENCE = pytest.mark.skipif(
+    ADK_VERSION < (2, 13), reason=f"LiteLlm {version('google-adk')} maps requests as 2.13 no longer does"
+)
+
+
+@REFERENCE
 @pytest.mark.parametrize("name", list(REQUESTS))
 async def test_same_request_as_litellm(replay_server: ReplayServer, name: str) -> None:
     ours, theirs = await both(REQUESTS[name], replay_server)
     assert json.dumps(ours, sort_keys=True, indent=1) == json.dumps(theirs, sort_keys=True, indent=1)
 
 
+@REFERENCE
 @pytest.mark.parametrize("name", list(THINKING))
 async def test_thinking_config_maps_like_litellm(replay_server: ReplayServer, name: str) -> None:
     def make() -> LlmRequest:

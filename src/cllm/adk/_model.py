@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -31,9 +32,10 @@ PREFIX = "cllm/"
 # Keyword arguments ADK's `LiteLlm` also refuses: the adapter sets them per request.
 _MANAGED = ("messages", "tools", "stream", "llm_client")
 
-# A partial function call is a display hint. While arguments stream in faster than this, the
-# fragments in between are folded into the next one, so a fast stream costs no more to show than
-# a slow one; and a snapshot never takes more than 1/_SNAPSHOT_SHARE of the time between them.
+# A partial function call is a display hint, and its snapshot of the arguments costs more as they
+# grow. At most one per call every _SNAPSHOT_INTERVAL, and never more than 1/_SNAPSHOT_SHARE of the
+# time: fragments that arrive faster are folded into the next snapshot, shown when the interval
+# ends even if the stream goes quiet. A fast stream then costs no more to show than a slow one.
 _SNAPSHOT_INTERVAL = 0.02
 _SNAPSHOT_SHARE = 20
 
@@ -121,36 +123,67 @@ async def _fragments(s: Any, stream: bool, model: str) -> AsyncGenerator[LlmResp
     if not stream:
         await s.until_done()
         return
+    events = s.__aiter__()
     progress: dict[int, ArgsProgress] = {}
     pending: dict[int, ToolCallDelta] = {}
     next_snapshot = 0.0
-    async for event in s:
-        if isinstance(event, TextDelta | ReasoningDelta):
-            yield text_fragment(event.text, thought=isinstance(event, ReasoningDelta), model=model)
-        elif isinstance(event, ToolCallStart):
-            progress[event.index] = ArgsProgress()
-            yield function_call_fragment(_call_id(event), event.name, {}, [], model)
-        elif isinstance(event, ToolCallDelta):
-            pending[event.index] = event
-        if not pending:
-            continue
-        now = time.perf_counter()
-        if now < next_snapshot:
-            continue
-        snapshots = [
-            function_call_fragment(
-                _call_id(delta),
-                delta.name,
-                delta.arguments,
-                progress.setdefault(index, ArgsProgress()).advance(delta.arguments),
-                model,
-            )
-            for index, delta in pending.items()
-        ]
-        pending.clear()
-        next_snapshot = now + max(_SNAPSHOT_INTERVAL, (time.perf_counter() - now) * _SNAPSHOT_SHARE)
-        for snapshot in snapshots:
-            yield snapshot
+    waiting: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if pending:
+                # Folded fragments are shown when the window ends, even if the stream goes quiet.
+                waiting = waiting or asyncio.ensure_future(events.__anext__())
+                timeout = max(next_snapshot - time.perf_counter(), 0.0)
+                done, _ = await asyncio.wait((waiting,), timeout=timeout)
+                if not done:
+                    event = None
+                else:
+                    finished, waiting = waiting, None
+                    try:
+                        event = finished.result()
+                    except StopAsyncIteration:
+                        return
+            else:
+                try:
+                    if waiting is not None:
+                        finished, waiting = waiting, None
+                        event = await finished
+                    else:
+                        event = await events.__anext__()
+                except StopAsyncIteration:
+                    return
+            if isinstance(event, TextDelta | ReasoningDelta):
+                yield text_fragment(event.text, thought=isinstance(event, ReasoningDelta), model=model)
+            elif isinstance(event, ToolCallStart):
+                progress[event.index] = ArgsProgress()
+                yield function_call_fragment(_call_id(event), event.name, {}, [], model)
+            elif isinstance(event, ToolCallDelta):
+                pending[event.index] = event
+            if not pending:
+                continue
+            now = time.perf_counter()
+            if now < next_snapshot:
+                continue
+            snapshots = [
+                function_call_fragment(
+                    _call_id(delta),
+                    delta.name,
+                    delta.arguments,
+                    progress.setdefault(index, ArgsProgress()).advance(delta.arguments),
+                    model,
+                )
+                for index, delta in pending.items()
+            ]
+            pending.clear()
+            spent = time.perf_counter() - now
+            next_snapshot = now + max(_SNAPSHOT_INTERVAL, spent * _SNAPSHOT_SHARE)
+            for snapshot in snapshots:
+                yield snapshot
+    finally:
+        if waiting is not None and not waiting.done():
+            # The stream's generator must not be running when it is closed.
+            waiting.cancel()
+            await asyncio.wait((waiting,))
 
 
 def _call_id(event: ToolCallStart | ToolCallDelta) -> str:

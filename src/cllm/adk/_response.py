@@ -99,12 +99,25 @@ class ArgsProgress:
 
 
 def _partial_arg(path: str, **value: Any) -> Any:
-    return types.PartialArg(json_path=path, **value) if HAS_PARTIAL_ARGS else None
+    return types.PartialArg.model_construct(json_path=path, **value) if HAS_PARTIAL_ARGS else None
+
+
+# Fragments are built without validation (`model_construct`): their values are ours and well-typed,
+# and validating one per delta would cost more than the rest of the adapter.
+
+
+def _fragment(part: types.Part, model: str | None) -> LlmResponse:
+    content = types.Content.model_construct(role="model", parts=[part])
+    return LlmResponse.model_construct(content=content, partial=True, model_version=model)
 
 
 def text_fragment(text: str, *, thought: bool, model: str | None) -> LlmResponse:
-    part = types.Part(text=text, thought=True) if thought else types.Part(text=text)
-    return LlmResponse(content=types.Content(role="model", parts=[part]), partial=True, model_version=model)
+    part = (
+        types.Part.model_construct(text=text, thought=True)
+        if thought
+        else types.Part.model_construct(text=text)
+    )
+    return _fragment(part, model)
 
 
 def function_call_fragment(
@@ -120,8 +133,8 @@ def function_call_fragment(
         fields["partial_args"] = [p for p in progress if p is not None] or None
     if HAS_WILL_CONTINUE:
         fields["will_continue"] = True
-    part = types.Part(function_call=types.FunctionCall(**fields))
-    return LlmResponse(content=types.Content(role="model", parts=[part]), partial=True, model_version=model)
+    part = types.Part.model_construct(function_call=types.FunctionCall.model_construct(**fields))
+    return _fragment(part, model)
 
 
 # -- the final response ---------------------------------------------------------------------------
