@@ -13,7 +13,8 @@ prints, for ADK's `LiteLlm`, `CllmLlm` and `cllm.astream` alone (the engine the 
      CllmLlm <= 1.5x cllm.astream's figure, or 30 ms, whichever is more)
   4. break after 3 partial responses, then `aclose()`: how long until the provider sees the connection
      closed (target <= 100 ms; "open" when it was still streaming 1 s later)
-  5. the first call in a fresh process: the longest stall of a 1 ms ticker already running on the loop
+  5. the first call in a fresh process (google-adk and cllm.adk imported, litellm not): the longest stall
+     of a 1 ms ticker already running on the loop
 """
 
 from __future__ import annotations
@@ -287,7 +288,7 @@ def main() -> None:
             print(f"  {kind:<14} {ms(asyncio.run(break_close(kind, srv))):>12}")
 
         print("\n5. first call in a fresh process: longest ticker stall")
-        for kind in ("LiteLlm", "CllmLlm"):
+        for kind in KINDS:
             print(f"  {kind:<14} {ms(first_call(kind, srv)):>12}")
 
 
