@@ -267,3 +267,13 @@ async def test_folded_fragments_are_shown_when_the_stream_goes_quiet(replay_serv
     assert last_args == {"items": list(range(41))}
     assert last_time - seen[0][0] < 0.5  # shown before the provider spoke again, not with the final
     assert len(seen) < len(fragments)  # a burst is folded
+
+
+async def test_cllm_retries_work_through_the_adapter(replay_server: ReplayServer) -> None:
+    replay_server.add(error_response(503, "overloaded", type="server_error", code=None))
+    replay_server.add(stream_response(text_pieces(["second ", "try"])))
+    llm = CllmLlm(model=MODEL, retries=1, **options(replay_server))
+    final = (await collect(llm.generate_content_async(user_request(), stream=True)))[-1]
+    assert final.content.parts[0].text == "second try"
+    assert final.finish_reason == types.FinishReason.STOP
+    assert len(replay_server.requests) == 2
