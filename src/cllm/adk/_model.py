@@ -88,6 +88,7 @@ class CllmLlm(BaseLlm):
         """One model turn. See `CllmLlm`; ``stream=False`` yields the final response only."""
         # cllm imports LiteLLM off the loop; the request mapping asks it about thinking settings.
         await _provider.aload()
+        await _warm_up()
         self._maybe_append_user_content(llm_request)
         ensure_user_turn(llm_request)
         model = _litellm_name(llm_request.model or self.model)
@@ -112,6 +113,40 @@ class CllmLlm(BaseLlm):
             except CllmError as exc:  # pragma: no cover - every cllm error is one of the above
                 raise ProviderError(str(exc), model=model) from exc
         yield final_response(s.response, model=model)
+
+
+_warm = asyncio.Lock()
+_warmed = False
+
+
+async def _warm_up() -> None:
+    """Pydantic builds the validators of ADK's and google-genai's types on first use, tens of
+    milliseconds holding the GIL: done once on a worker thread, so the loop keeps turning."""
+    global _warmed
+    if _warmed:
+        return
+    async with _warm:
+        if not _warmed:
+            await asyncio.to_thread(_build_samples)
+            _warmed = True
+
+
+def _build_samples() -> None:
+    from google.genai import types
+
+    from cllm.core.response import Response, ToolCall
+
+    request = LlmRequest(
+        model="openai/x",
+        contents=[types.Content(role="user", parts=[types.Part(text="x")])],
+        config=types.GenerateContentConfig(temperature=0.0),
+    )
+    build_messages(request)
+    build_options(request, "openai/x", {})
+    call = ToolCall("c", "f", {"a": 1}, '{"a": 1}')
+    final_response(Response(text="x", reasoning="y", tool_calls=[call]), model="x").model_dump()
+    text_fragment("x", thought=True, model="x")
+    function_call_fragment("c", "f", {"a": "b"}, ArgsProgress().advance({"a": "b"}), "x")
 
 
 def _litellm_name(model: str) -> str:
