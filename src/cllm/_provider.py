@@ -30,8 +30,10 @@ __all__ = [
     "Request",
     "accepts_prefix",
     "aload",
+    "clean_message",
     "cost",
     "count_tokens",
+    "drop_boilerplate",
     "litellm",
     "non_stream_chunk",
     "preload",
@@ -592,8 +594,45 @@ def _retry_after_value(headers: Any) -> float | None:
 _PREFIX = re.compile(r"^(?:litellm\.)?\w*(?:Error|Exception|Timeout)\s*[:\-]\s*")
 
 
+# What LiteLLM adds to the provider's message: advice about its own debugging switches and proxy,
+# links to its docs and tracker, the model groups of its router.
+_BOILERPLATE = [
+    re.compile(p, re.IGNORECASE | re.DOTALL)
+    for p in (
+        r"\s*All fallback attempts failed\.",
+        r"\s*Enable verbose logging with `?litellm\.set_verbose=True`?(?: for details)?\.?",
+        r"\s*LiteLLM\.Info: If you need to debug this error.*?(?:\.|$)(?=\s|$)",
+        r"\s*If you need to debug this error, use `litellm\._turn_on_debug\(\)'?\.?",
+        r"\s*Give Feedback / Get Help: \S+",
+        r"\s*Learn more: https?://docs\.litellm\.ai\S*",
+        r"\s*LiteLLM Retried: \d+ times?,? ?",
+        r"\s*LiteLLM Max Retries: \d+",
+        r"\s*Received Model Group=\S*",
+        r"\s*Available Model Group Fallbacks=\S*",
+        r",? ?or for proxy:? `?litellm_settings: ?drop_params: ?true`?",
+        r"\s*Pass model as E\.g\. For 'Huggingface' inference endpoints.*",
+    )
+]
+_PROVIDER_NOT_PROVIDED = re.compile(
+    r"LLM Provider NOT provided\..*?You passed model=(?P<model>\S+?)(?:\s|$).*", re.IGNORECASE | re.DOTALL
+)
+UNKNOWN_PROVIDER = "no provider known for model {model!r}: name it as provider/model (openai/gpt-4o)"
+"""The message for a model name LiteLLM cannot route (``gpt4o``, ``nonsense/xyz``)."""
+
+
+def drop_boilerplate(message: str) -> str:
+    """A LiteLLM error message with the provider's words only: LiteLLM's advice about its own
+    switches, links and router details removed."""
+    if match := _PROVIDER_NOT_PROVIDED.search(message):
+        return UNKNOWN_PROVIDER.format(model=match.group("model").rstrip(".,"))
+    for pattern in _BOILERPLATE:
+        message = pattern.sub("", message)
+    message = re.sub(r"\.{2,}(?=\s|$)", ".", message.strip())
+    return message.strip()
+
+
 def clean_message(exc: BaseException) -> str:
-    """The provider's message without LiteLLM's repeated class-name prefixes."""
+    """The provider's message without LiteLLM's repeated class-name prefixes and boilerplate."""
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     message = str(message).strip()
     for _ in range(4):
@@ -601,7 +640,7 @@ def clean_message(exc: BaseException) -> str:
         if stripped == message:
             break
         message = stripped
-    return message or type(exc).__name__
+    return drop_boilerplate(message) or type(exc).__name__
 
 
 def root_cause(exc: BaseException) -> BaseException:

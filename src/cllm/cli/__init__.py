@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import sys
 import threading
 import traceback
@@ -28,6 +29,22 @@ def _import_litellm_early() -> None:
             _provider.litellm()
 
     threading.Thread(target=work, name="cllm-import", daemon=True).start()
+
+
+# LiteLLM logs each failed attempt (fallbacks, retries) with its traceback, through handlers of its
+# own on stderr; its modules' loggers would reach Python's last-resort handler. The failure that
+# matters is reported once, in one line; --debug shows the rest.
+_LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "LiteLLM Proxy Stdout")
+
+
+def quiet_litellm_logs() -> None:
+    """Keep LiteLLM's log records (and their tracebacks) off stderr, before or after its import."""
+    for name in _LITELLM_LOGGERS:
+        logging.getLogger(name).disabled = True
+    package = logging.getLogger("litellm")
+    package.propagate = False
+    if not any(isinstance(h, logging.NullHandler) for h in package.handlers):
+        package.addHandler(logging.NullHandler())
 
 
 def _dispatch(command: str | None, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -84,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(command)
     args = parser.parse_args(rest)
     debug = bool(getattr(args, "debug", False))
+    if command in (None, "chat", "models", "batch", "file") and not debug:
+        quiet_litellm_logs()
     if command in (None, "chat", "batch", "file") and not getattr(args, "version", False):
         _import_litellm_early()
     try:

@@ -34,6 +34,7 @@ VALUE_OPTIONS = {
     "--retries": 1,
     "--fallback": 1,
     "--mid-stream": 1,
+    "--tool-choice-rounds": 1,
 }
 
 DESCRIPTION = """\
@@ -58,6 +59,10 @@ examples:
 environment: CLLM_MODEL (default model), CLLM_HOME (where the log database and config live),
 provider keys the LiteLLM way (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...; OPENAI_BASE_URL works).
 A word that names a command is a prompt after `--`: `cllm -- chat`.
+
+exit status: 0 complete · 1 error · 2 bad command line · 3 cut off at the token limit ·
+4 blocked by a content filter or refused · 5 empty reply · 6 tool-call chain limit reached ·
+130 interrupted. Anything but a complete answer also gets one line on stderr.
 """
 
 
@@ -143,6 +148,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=5,
         metavar="N",
         help="stop after N rounds of tool calls (default 5)",
+    )
+    parser.add_argument(
+        "--tool-choice-rounds",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="apply a forcing -o tool_choice (required, or a named function) to the first N calls "
+        "only (default 1; 0: every call), so the model can answer once the tools have run",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     _add_retry_options(parser)

@@ -13,9 +13,10 @@ import sys
 from typing import Any
 
 from cllm import config
+from cllm.cli.args import parse_options
 from cllm.cli.display import Ui
 from cllm.cli.exchange import ConversationLog, run_exchange, usage_line
-from cllm.cli.session import Session, open_session, set_system
+from cllm.cli.session import CliError, Session, open_session, resolve_alias, set_system
 
 __all__ = ["run"]
 
@@ -59,8 +60,9 @@ def _prompt_session() -> Any:
 class Chat:
     """The REPL's state: the session and the system message waiting to be logged."""
 
-    def __init__(self, session: Session, ui: Ui, usage: bool) -> None:
+    def __init__(self, session: Session, ui: Ui, usage: bool, given_options: dict[str, Any]) -> None:
         self.session = session
+        self.given_options = given_options  # -o options, kept when /model changes the model
         self.ui = ui
         self.usage = usage
         self.log = ConversationLog(session.store, ui, session.conversation_id)
@@ -75,7 +77,13 @@ class Chat:
             return False
         if name == "/model":
             if rest:
-                settings.model = rest
+                try:
+                    model, alias_options = resolve_alias(rest)
+                except CliError as e:
+                    self.ui.note(f"cllm: {e.message}", dim=False)
+                    return True
+                settings.model = model
+                settings.options = {**alias_options, **self.given_options}
             self.ui.note(f"model: {settings.model}")
         elif name == "/system":
             if rest:
@@ -111,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chat until /exit, Ctrl-D or Ctrl-C on an empty line."""
     ui = Ui(raw=args.raw, show_reasoning=not args.no_reasoning, debug=args.debug)
     session = open_session(args, ui)
-    chat = Chat(session, ui, args.usage)
+    chat = Chat(session, ui, args.usage, parse_options(args.options))
     prompt = _prompt_session()
     where = f" · conversation {session.conversation_id}" if session.conversation_id else ""
     print(f"cllm chat · {session.settings.model}{where}\n{HELP}", file=sys.stderr, flush=True)

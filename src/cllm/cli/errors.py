@@ -8,7 +8,7 @@ from typing import Any
 
 from cllm.errors import CllmError, ProviderError, StreamInterrupted
 
-__all__ = ["describe_error", "key_variable"]
+__all__ = ["describe_error", "did_you_mean", "key_variable", "unknown_model"]
 
 # The variable LiteLLM reads the key from, for providers whose name does not simply give
 # <PROVIDER>_API_KEY.
@@ -76,6 +76,43 @@ def key_variable(provider: str | None, model: str) -> str | None:
     return _KEY_VARIABLES.get(provider, f"{provider.upper().replace('-', '_')}_API_KEY")
 
 
+def did_you_mean(model: str) -> list[str]:
+    """The known model names closest to ``model``, when LiteLLM is loaded (else none)."""
+    litellm = sys.modules.get("litellm")
+    if litellm is None or not model:
+        return []
+    from cllm.cli import catalog
+
+    try:
+        models = catalog.chat_models(litellm.model_cost)
+        native = catalog.native_names(litellm.model_cost)
+    except Exception:
+        return []
+    names = [name for names in models.values() for name in names]
+    aliases = _alias_names()
+    return catalog.suggest(model, [*aliases, *names], native | set(aliases))
+
+
+def _alias_names() -> list[str]:
+    from cllm import config
+
+    try:
+        return list(config.model_aliases())
+    except config.ConfigError:
+        return []
+
+
+def unknown_model(model: str, message: str | None = None) -> str:
+    """The line for a model name that names no model: the closest names, or where to look."""
+    close = did_you_mean(model)
+    hint = (
+        f"did you mean {' or '.join(close[:2])}?" if close else "`cllm models` lists the models you can use"
+    )
+    # LiteLLM's own wording for a name it cannot route says no more than this line.
+    detail = f": {message}" if message and "no provider known for model" not in message else ""
+    return f"unknown model {model!r}{detail} ({hint})"
+
+
 def _first_line(message: str) -> str:
     line = " ".join(message.strip().split("\n", 1)[0].split())
     return line if len(line) <= _MAX else line[: _MAX - 1] + "…"
@@ -95,6 +132,7 @@ def _is_unknown_model(e: ProviderError) -> bool:
     text = e.message.lower()
     return (
         "llm provider not provided" in text
+        or "no provider known for model" in text
         or "provider list" in text
         or e.status_code == 404
         or (e.kind or "") == "NotFoundError"
@@ -110,7 +148,9 @@ def describe_error(e: BaseException, model: str, options: dict[str, Any] | None 
     if isinstance(e, ProviderError):
         message = _first_line(e.message)
         if _is_unknown_model(e):
-            return f"unknown model {model!r}: {message} (see `cllm models`, choose one with -m)"
+            return unknown_model(model, message)
+        if message.startswith("no API key for "):
+            return message.replace("(or pass api_key)", "(or pass -o api_key KEY)")
         if _is_auth(e):
             variable = key_variable(e.provider, model)
             where = f"set {variable}" if variable else "set the provider's API key variable"

@@ -8,6 +8,7 @@ Ctrl-C stops the call in progress: what was shown is kept and logged as interrup
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import traceback
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import cllm
 from cllm.cli.display import OutputClosed, Ui, quiet_terminal
+from cllm.cli.endings import Ending, ending_of
 from cllm.cli.errors import describe_error
 from cllm.cli.tools import Toolbox, ToolResult
 from cllm.core.events import ReasoningDelta, TextDelta, ToolCallEnd
@@ -43,6 +45,32 @@ class Settings:
     toolbox: Toolbox | None = None
     approve: Approver | None = None
     chain_limit: int = 5
+    tool_choice_rounds: int = 1
+
+    def options_for(self, round_: int) -> dict[str, Any]:
+        """The call's options for tool-call round ``round_`` (0: the first call).
+
+        A forced ``tool_choice`` ("required", "any" or a named function) applies to the first
+        ``tool_choice_rounds`` calls only (0: to every call): sent again after the tools have run,
+        it would make the model call a tool every time and never answer.
+        """
+        options = dict(self.options)
+        if self.toolbox is not None:
+            options["tools"] = self.toolbox.schemas
+        if (
+            forced_tool_choice(options.get("tool_choice"))
+            and self.tool_choice_rounds
+            and round_ >= self.tool_choice_rounds
+        ):
+            options.pop("tool_choice")
+        return options
+
+
+def forced_tool_choice(choice: Any) -> bool:
+    """Whether a ``tool_choice`` makes the model call a tool (rather than leaving it free)."""
+    if isinstance(choice, str):
+        return choice.lower() in ("required", "any")
+    return isinstance(choice, dict)
 
 
 @dataclass
@@ -53,6 +81,8 @@ class Outcome:
     interrupted: bool = False
     error: BaseException | None = None
     stopped: bool = False  # the chain limit was reached
+    declined: bool = False  # the user declined a tool call
+    ending: Ending | None = None  # the final reply did not end normally
 
     @property
     def final(self) -> Response | None:
@@ -147,13 +177,18 @@ def _cancelled(model: str) -> Response:
     )
 
 
+def _interrupted(response: Response) -> Response:
+    # The library's wording is about its consumer closing the stream; here the user pressed Ctrl-C.
+    if response.interrupted and response.finish_reason is FinishReason.CANCELLED:
+        return dataclasses.replace(response, error="interrupted")
+    return response
+
+
 def _call(
-    settings: Settings, messages: list[Message], ui: Ui
+    settings: Settings, messages: list[Message], ui: Ui, round_: int = 0
 ) -> tuple[Response | None, BaseException | None, bool]:
     """One model call shown live: (response, error, interrupted)."""
-    options = dict(settings.options)
-    if settings.toolbox is not None:
-        options["tools"] = settings.toolbox.schemas
+    options = settings.options_for(round_)
     view = ui.call(settings.model)
     view.start()
     stream: cllm.Stream | None = None
@@ -177,7 +212,7 @@ def _call(
             if stream is not None:
                 stream.close()
             view.finish()
-        response = stream.response if stream is not None else _cancelled(settings.model)
+        response = _interrupted(stream.response) if stream is not None else _cancelled(settings.model)
         return response, (e if isinstance(e, OutputClosed) else None), True
     except StreamInterrupted as e:
         return e.response, e, False
@@ -205,7 +240,7 @@ def run_exchange(
     rounds = 0
     while True:
         with quiet_terminal(ui.stdout) if ui.stdout_tty else contextlib.nullcontext():
-            response, error, interrupted = _call(settings, with_tool_results(messages), ui)
+            response, error, interrupted = _call(settings, with_tool_results(messages), ui, rounds)
         if response is not None:
             outcome.responses.append(response)
             messages.append(response.message())
@@ -235,12 +270,15 @@ def run_exchange(
         assert response is not None
         calls = response.tool_calls
         if not calls or settings.toolbox is None or response.finish_reason is not FinishReason.TOOL_CALLS:
+            outcome.ending = ending_of(response, settings.model, settings.options)
+            if outcome.ending is not None:
+                ui.note(outcome.ending.message, dim=False)
             return outcome
         if rounds >= settings.chain_limit:
             outcome.stopped = True
             ui.note(
-                f"cllm: stopped after {rounds} rounds of tool calls (the chain limit; raise it with "
-                f"--chain-limit N); the last {len(calls)} call(s) were not run",
+                f"cllm: stopped after {_rounds(rounds)} of tool calls (the chain limit; raise it with "
+                f"--chain-limit N); {_calls(len(calls))} not run",
                 dim=False,
             )
             return outcome
@@ -249,6 +287,12 @@ def run_exchange(
         except KeyboardInterrupt:
             outcome.interrupted = True
             ui.note("cllm: interrupted while running tools")
+            return outcome
+        if any(result.declined for result in results):
+            messages.extend(result.message() for result in results)
+            outcome.declined = True
+            names = ", ".join(dict.fromkeys(r.call.name for r in results if r.declined))
+            ui.note(f"cllm: stopped: you declined {names}; the model was not asked again", dim=False)
             return outcome
         messages_in = [result.message() for result in results]
         messages.extend(messages_in)
@@ -260,9 +304,10 @@ def _run_tools(settings: Settings, calls: list[ToolCall], ui: Ui) -> list[ToolRe
     results = []
     for call in calls:
         if settings.approve is not None and not settings.approve(call):
-            results.append(ToolResult(call, "The user declined to run this tool call.", False))
+            # The run ends here: the calls after this one are not asked about.
+            results.append(ToolResult(call, "The user declined to run this tool call.", False, declined=True))
             ui.note(f"  ↳ {call.name}: declined")
-            continue
+            break
         result = settings.toolbox.run(call)
         results.append(result)
         preview = " ".join(result.content.split())
@@ -270,6 +315,14 @@ def _run_tools(settings: Settings, calls: list[ToolCall], ui: Ui) -> list[ToolRe
             preview = preview[:99] + "…"
         ui.note(f"  ↳ {call.name}: {preview}" if result.ok else f"  ↳ {call.name} failed: {preview}")
     return results
+
+
+def _rounds(n: int) -> str:
+    return f"{n} round" if n == 1 else f"{n} rounds"
+
+
+def _calls(n: int) -> str:
+    return "the last call was" if n == 1 else f"the last {n} calls were"
 
 
 def usage_line(responses: list[Response]) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from cllm.cli import endings
 from cllm.cli.display import Ui
-from cllm.cli.exchange import ConversationLog, run_exchange, usage_line
+from cllm.cli.exchange import ConversationLog, Outcome, run_exchange, usage_line
 from cllm.cli.session import CliError, open_session, read_stdin
 
 __all__ = ["run"]
@@ -41,8 +42,17 @@ def run(args: argparse.Namespace) -> int:
         print(outcome.final.to_json(indent=2), flush=True)
     if args.usage and outcome.responses:
         ui.note(usage_line(outcome.responses))
+    return exit_code(outcome)
+
+
+def exit_code(outcome: Outcome) -> int:
+    """The exit status for how the exchange ended (see `cllm.cli.endings`)."""
     if outcome.interrupted:
-        return 130
-    if outcome.error is not None or outcome.stopped:
-        return 1
-    return 0
+        return endings.INTERRUPTED
+    if outcome.error is not None:
+        return endings.ERROR
+    if outcome.stopped:
+        return endings.CHAIN_LIMIT
+    if outcome.ending is not None:
+        return outcome.ending.code
+    return endings.OK

@@ -19,7 +19,7 @@ from cllm.core.response import ToolCall
 if TYPE_CHECKING:
     from cllm.store import Store
 
-__all__ = ["CliError", "Session", "open_session", "resolve_model", "set_system"]
+__all__ = ["CliError", "Session", "open_session", "resolve_alias", "resolve_model", "set_system"]
 
 NO_MODEL = (
     "no model chosen: pass -m MODEL, set CLLM_MODEL, run `cllm models default MODEL`, "
@@ -49,6 +49,23 @@ def resolve_model(given: str | None, conversation_model: str | None = None) -> s
     if not model:
         raise CliError(NO_MODEL, 2)
     return model
+
+
+def aliases() -> dict[str, dict[str, Any]]:
+    """The config file's model aliases (the ones `cllm serve` uses too)."""
+    try:
+        return config.model_aliases()
+    except config.ConfigError as e:
+        raise CliError(str(e)) from e
+
+
+def resolve_alias(name: str) -> tuple[str, dict[str, Any]]:
+    """The LiteLLM model and the alias's parameters for a model name (no parameters when the
+    name is not an alias)."""
+    alias = aliases().get(name)
+    if alias is None:
+        return name, {}
+    return config.alias_call(alias)
 
 
 def set_system(messages: list[Message], system: str) -> list[Message]:
@@ -122,7 +139,8 @@ def open_session(args: argparse.Namespace, ui: Ui) -> Session:
             raise CliError(f"cannot read the conversation: {e}") from e
     else:
         messages = []
-    model = resolve_model(args.model, conversation.model if conversation else None)
+    name = resolve_model(args.model, conversation.model if conversation else None)
+    model, alias_options = resolve_alias(name)
     if args.system:
         messages = set_system(messages, args.system)
     try:
@@ -131,11 +149,12 @@ def open_session(args: argparse.Namespace, ui: Ui) -> Session:
         raise CliError(f"--functions: {e}", 2) from e
     settings = Settings(
         model=model,
-        options={**parse_options(args.options), **retry_options(args)},
+        options={**alias_options, **parse_options(args.options), **retry_options(args)},
         stream=not args.no_stream,
         toolbox=toolbox,
         approve=_approver(ui) if args.approve and toolbox else None,
         chain_limit=args.chain_limit,
+        tool_choice_rounds=args.tool_choice_rounds,
     )
     return Session(
         settings=settings,

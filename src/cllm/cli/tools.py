@@ -204,6 +204,7 @@ class ToolResult:
     call: ToolCall
     content: str
     ok: bool
+    declined: bool = False
 
     def message(self) -> dict[str, Any]:
         """The OpenAI ``tool`` message carrying this result."""

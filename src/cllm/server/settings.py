@@ -27,7 +27,7 @@ The config file is TOML::
     workers = 1                         # processes on this machine (more than 1 needs redis_url)
     stream_lease = 10                   # seconds before readers hear a dead producer is gone
 
-    [models.fast]                       # an alias: "model" plus any LiteLLM parameters
+    [models.fast]                       # an alias (`cllm.config`: the CLI reads the same table)
     model = "openai/gpt-4o-mini"
     api_base = "http://localhost:4000/v1"
     api_key_env = "MY_PROVIDER_KEY"     # read the key from this environment variable
@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cllm.config import ConfigError, load_config
+from cllm.config import ALIAS_TIMEOUTS, ConfigError, alias_call, load_config, model_aliases
 
 if TYPE_CHECKING:
     from cllm.limits import LimiterStore, Limits
@@ -78,7 +78,7 @@ DEFAULT_WS_IDLE_TIMEOUT = 300.0
 # nothing for that long, or stalls for two minutes mid-answer, is not coming back.
 DEFAULT_FIRST_TOKEN_TIMEOUT = 300.0
 DEFAULT_IDLE_TIMEOUT = 120.0
-TIMEOUTS = ("first_token_timeout", "idle_timeout")
+TIMEOUTS = ALIAS_TIMEOUTS
 """cllm's timeouts the server bounds by default (``total_timeout`` has no default)."""
 TOKEN_ENV = "CLLM_SERVER_TOKEN"
 REDIS_URL_ENV = "CLLM_REDIS_URL"
@@ -226,14 +226,7 @@ class ModelTable:
         alias = self.aliases.get(name)
         if alias is None:
             return name, {}
-        params = dict(alias)
-        model = str(params.pop("model"))
-        env_name = params.pop("api_key_env", None)
-        if env_name:
-            key = os.environ.get(str(env_name))
-            if key:
-                params["api_key"] = key
-        return model, params
+        return alias_call(alias)
 
     def call(self, name: str | None, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         """The LiteLLM model and every keyword for one call: the alias's parameters, then the
@@ -469,10 +462,6 @@ def _str_list(value: Any, name: str) -> list[str]:
     return list(value)
 
 
-def _is_seconds(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and value >= 0
-
-
 def _bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{name} must be true or false")
@@ -482,19 +471,9 @@ def _bool(value: Any, name: str) -> bool:
 def _model_table(
     config: Mapping[str, Any], *, only_configured: bool, timeouts: Mapping[str, float]
 ) -> ModelTable:
-    raw = config.get("models", {})
-    if not isinstance(raw, dict):
-        raise ConfigError("[models] must be a table of aliases")
-    aliases: dict[str, dict[str, Any]] = {}
-    for alias, params in raw.items():
-        if not isinstance(params, dict) or not isinstance(params.get("model"), str):
-            raise ConfigError(f'[models.{alias}] needs model = "<provider>/<model>"')
-        for option in TIMEOUTS:
-            value = params.get(option)
-            if value is not None and not _is_seconds(value):
-                raise ConfigError(f"[models.{alias}] {option} must be a number of seconds (0: none)")
+    aliases = model_aliases(config)
+    for alias, params in aliases.items():
         _check_retry_options(alias, params)
-        aliases[alias] = dict(params)
     default = config.get("default_model")
     if default is not None and not isinstance(default, str):
         raise ConfigError("default_model must be a string")
