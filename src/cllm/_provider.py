@@ -41,6 +41,7 @@ __all__ = [
     "provider_error",
     "reasoning_params",
     "resolve",
+    "response_model",
     "retry_after",
     "stream_delivered",
     "text_counter",
@@ -434,6 +435,18 @@ def non_stream_chunk(response: Any) -> Chunk:
     out.tool_calls = _tool_chunks(message.tool_calls)
     out.finish_reason = choice.finish_reason
     return out
+
+
+def response_model(requested: str, reported: str | None) -> str:
+    """The model name a response carries: the provider's, unless it is only the requested name
+    without its provider prefix (``gemma-3-270m`` for ``local/gemma-3-270m``), which streamed and
+    non-streamed calls would otherwise spell differently."""
+    if not reported:
+        return requested
+    _, slash, rest = requested.partition("/")
+    if slash and reported in (rest, requested):
+        return requested
+    return reported
 
 
 def cost(model: str, provider: str | None, usage: Usage | None) -> float | None:

@@ -335,7 +335,8 @@ class StreamState:
     def _meta(self) -> dict[str, Any]:
         up = self._up
         duration = None if up.started is None else time.perf_counter() - up.started
-        return {"model": self._acc.model or up.request.model, "ttft": up.ttft, "duration": duration}
+        model = _provider.response_model(up.request.model, self._acc.model)
+        return {"model": model, "ttft": up.ttft, "duration": duration}
 
     def _finalize(self) -> Response:
         if self.final is None:

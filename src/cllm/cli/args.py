@@ -227,14 +227,24 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     if command == "models":
         parser = argparse.ArgumentParser(
             prog="cllm models",
-            description="The models you can use: LiteLLM's known models by provider, and the local one.",
+            description="The models you can call now: the config's aliases, the local model, and the "
+            "models of providers whose key is set (read from the environment; nothing is sent). "
+            "--all lists every model LiteLLM knows.",
         )
-        parser.add_argument("-q", "--query", metavar="TEXT", help="only models whose name contains TEXT")
+        parser.add_argument(
+            "-q", "--query", metavar="TEXT", help="only models whose name contains TEXT, best matches first"
+        )
+        parser.add_argument(
+            "-a", "--all", action="store_true", help="every model LiteLLM knows, key set or not"
+        )
         parser.add_argument("--debug", action="store_true", help="show tracebacks")
         sub = parser.add_subparsers(dest="action", metavar="{default}")
         default = sub.add_parser("default", help="show or set the default model")
         default.add_argument("name", nargs="?", help="the model to use when -m is not given")
         default.add_argument("--unset", action="store_true", help="forget the configured default")
+        default.add_argument(
+            "--force", action="store_true", help="set NAME even if it names no model cllm knows of"
+        )
         return parser
     if command == "serve":
         parser = argparse.ArgumentParser(

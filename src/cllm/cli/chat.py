@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from cllm import config
 from cllm.cli.args import parse_options
 from cllm.cli.display import Ui
-from cllm.cli.exchange import ConversationLog, run_exchange, usage_line
+from cllm.cli.exchange import ConversationLog, Outcome, run_exchange, usage_line
+from cllm.cli.prompt import exit_code
 from cllm.cli.session import CliError, Session, open_session, resolve_alias, set_system
 
 __all__ = ["run"]
@@ -99,7 +101,7 @@ class Chat:
             self.ui.note(f"unknown command {name} (/help lists them)", dim=False)
         return True
 
-    def send(self, text: str) -> None:
+    def send(self, text: str) -> Outcome:
         outcome = run_exchange(
             self.session.settings,
             self.session.messages,
@@ -113,6 +115,33 @@ class Chat:
             self.pending_system = None
         if self.usage and outcome.responses:
             self.ui.note(usage_line(outcome.responses))
+        return outcome
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _run_lines(chat: Chat, lines: Iterable[str]) -> int:
+    """A chat fed from a pipe or a file: each non-empty line is a message (or a /command), sent in
+    turn in one conversation; the line editor needs a terminal and is not started.
+
+    The exit status is that of the last exchange that did not end complete (0 when all did).
+    """
+    code = 0
+    for line in lines:
+        text = line.strip()
+        if not text:
+            continue
+        if re.fullmatch(r"/[a-z]+", text.split()[0]):
+            if not chat.command(text):
+                return code
+            continue
+        code = exit_code(chat.send(text)) or code
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
     ui = Ui(raw=args.raw, show_reasoning=not args.no_reasoning, debug=args.debug)
     session = open_session(args, ui)
     chat = Chat(session, ui, args.usage, parse_options(args.options))
-    prompt = _prompt_session()
     where = f" · conversation {session.conversation_id}" if session.conversation_id else ""
+    if not _stdin_is_terminal():
+        print(f"cllm chat · {session.settings.model}{where} · one message per line of input", file=sys.stderr)
+        return _run_lines(chat, sys.stdin)
+    prompt = _prompt_session()
     print(f"cllm chat · {session.settings.model}{where}\n{HELP}", file=sys.stderr, flush=True)
     while True:
         try:

@@ -20,7 +20,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from cllm.cli.blocks import MarkdownSplitter
@@ -42,6 +42,8 @@ __all__ = ["CallView", "MarkdownOutput", "OutputClosed", "PlainOutput", "StatusL
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 CLEAR_LINE = "\r\x1b[2K"
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+# A local prompt this long takes seconds to read: worth a line on stderr even when it is a pipe.
+LONG_PROMPT = 2048
 
 
 class OutputClosed(Exception):
@@ -135,6 +137,7 @@ class Spinner:
     def __init__(self, status: StatusLine, label: str) -> None:
         self.status = status
         self.label = label
+        self.detail = ""  # what is happening while waiting (the local model reading the prompt)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -155,7 +158,8 @@ class Spinner:
         frame = 0
         while True:
             elapsed = time.monotonic() - started
-            self.status.set(f"{SPINNER[frame % len(SPINNER)]} {self.label} {elapsed:.1f}s")
+            detail = f" · {self.detail}" if self.detail else ""
+            self.status.set(f"{SPINNER[frame % len(SPINNER)]} {self.label}{detail} {elapsed:.1f}s")
             frame += 1
             if self._stop.wait(0.08):
                 return
@@ -371,9 +375,28 @@ class CallView:
         self._in_text = False
         self._tool: dict[int, _ToolProgress] = {}
         self._model = label
+        self._unlisten: Callable[[], None] | None = None
+        self._said = ""
 
     def start(self) -> None:
         self.spinner.start()
+        if self.spinner.label.startswith("local/"):
+            from cllm import local
+
+            self._unlisten = local.add_progress_listener(self._progress)
+
+    def _progress(self, what: str, done: int, total: int) -> None:
+        if not self._waiting:
+            return
+        if total:
+            self.spinner.detail = f"{what}: {done:,} of {total:,} tokens"
+        else:
+            self.spinner.detail = what
+        slow = "first use" in what or total >= LONG_PROMPT
+        if not self.ui.status.tty and slow and what != self._said:
+            # On a pipe, one line for each step that takes long (not one per batch of tokens).
+            self._said = what
+            self.ui.status.line(f"cllm: {what}" + (f" ({total:,} tokens)" if total else "") + "…")
 
     def event(self, event: Event) -> None:
         if self._waiting and isinstance(event, TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta):
@@ -430,6 +453,9 @@ class CallView:
 
     def finish(self) -> None:
         """Stop the spinner and print everything still pending."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         self.spinner.stop()
         if self._in_reasoning:
             self._end_reasoning()

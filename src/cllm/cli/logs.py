@@ -112,5 +112,48 @@ def run(args: argparse.Namespace) -> int:
             "no responses found" if args.query or conversation_id else "nothing logged yet", file=sys.stderr
         )
         return 0
-    sys.stdout.write("\n".join(format_response(r) for r in responses))
+    if _isatty(sys.stdout):
+        show_on_terminal(responses)
+    else:
+        sys.stdout.write("\n".join(format_response(r) for r in responses))
     return 0
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def show_on_terminal(responses: list[LoggedResponse]) -> None:
+    """The responses as the answers were shown: the header dimmed, the prompt quoted, the reply's
+    markdown rendered (rich is imported only here)."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+    from rich.text import Text
+
+    console = Console(highlight=False)
+    for i, r in enumerate(responses):
+        if i:
+            console.print()
+        header, _, body = format_response(r).partition("\n")
+        console.print(Text(header.removeprefix("## "), style="bold"))
+        for line in body.split("\n", 1)[:1]:
+            console.print(Text(line, style="dim"))  # the conversation's id
+        if r.prompt is not None:
+            console.print(Markdown(_quote(r.prompt)))
+        else:
+            for message in r.messages_in:
+                if message.get("role") == "tool":
+                    content = " ".join(str(message.get("content") or "").split())
+                    short = content if len(content) <= 200 else content[:199] + "…"
+                    console.print(Text(f"tool result ({message.get('tool_call_id')}): {short}", style="dim"))
+        if r.reasoning:
+            console.print(Text(r.reasoning.strip("\n"), style="dim"))
+        if r.text:
+            console.print(Markdown(r.text.strip("\n")))
+        for call in r.tool_calls:
+            console.print(Text(f"→ tool call {call.get('name')}({call.get('arguments_json')})", style="dim"))
+        if r.error:
+            console.print(Text(f"error: {r.error}", style="red"))

