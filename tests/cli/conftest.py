@@ -144,10 +144,10 @@ class Cli:
         )
 
     def run_many(
-        self, *runs: tuple[list[str], dict[str, str] | None]
+        self, *runs: tuple[list[str], dict[str, str] | None], model: bool = True
     ) -> list[subprocess.CompletedProcess[str]]:
         """Several independent runs at once (each start-up imports LiteLLM: this halves the wait)."""
-        procs = [(args, self.start(*args, env=env)) for args, env in runs]
+        procs = [(args, self.start(*args, env=env, model=model)) for args, env in runs]
         results = []
         for args, proc in procs:
             out, err = proc.communicate(timeout=60)

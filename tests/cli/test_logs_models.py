@@ -96,7 +96,7 @@ def test_models_lists_litellm_models_by_provider_and_the_local_one(cli: Cli) -> 
         subprocess.run(
             cli.args("models", *args, model=False), capture_output=True, text=True, env=cli.env, timeout=60
         )
-        for args in ([], ["-q", "claude-haiku"])
+        for args in (["--all"], ["--all", "-q", "claude-haiku"])
     )
     assert full.returncode == 0, full.stderr
     lines = full.stdout.splitlines()
