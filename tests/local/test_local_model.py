@@ -412,3 +412,51 @@ def test_auto_tool_choice_predicts_the_reply_the_model_would_give(model: LoadedM
     finally:
         model.lock.release()
     assert seen == {True, False}  # both outcomes occur, so the check means something
+
+
+# -- progress before the first token ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)  # two reads of a long prompt on a CPU that may be shared
+def test_reading_a_long_prompt_reports_its_progress_and_answers_as_before(model: LoadedModel) -> None:
+    from cllm import local
+
+    seen: list[tuple[str, int, int]] = []
+    remove = local.add_progress_listener(lambda what, done, total: seen.append((what, done, total)))
+    prompt = "Here is a list of fruit: " + ", ".join(["apple", "pear", "plum", "fig"] * 80) + ". Name one."
+    try:
+        watched = cllm.complete(DEFAULT_MODEL, prompt, temperature=0, max_tokens=8)
+    finally:
+        remove()
+    reading = [(done, total) for what, done, total in seen if what == "reading the prompt"]
+    total = reading[-1][1]
+    assert watched.usage is not None and total == watched.usage.prompt_tokens > 512
+    assert len(reading) >= 3  # batch by batch, not once at the end
+    assert [done for done, _ in reading] == sorted(done for done, _ in reading)
+    assert reading[-1] == (total, total)
+    # The same tokens llama.cpp gives when it reads the prompt itself, in one call.
+    from cllm.local._generate import Generation
+
+    generation = Generation(model, [{"role": "user", "content": prompt}], {"temperature": 0, "max_tokens": 8})
+    model.llm.reset()
+    direct = model.llm.create_completion(generation.prompt_tokens, max_tokens=8, temperature=0)
+    assert direct["choices"][0]["text"].strip() == watched.text.strip()
+    # Nothing is reported once no one listens.
+    count = len(seen)
+    cllm.complete(DEFAULT_MODEL, "Hi", temperature=0, max_tokens=1)
+    assert len(seen) == count
+
+
+async def test_a_prompt_that_leaves_no_room_for_the_answer_is_refused_with_advice(model: LoadedModel) -> None:
+    from cllm.local import SECTIONS_ADVICE
+
+    # Fits the window, but only a few tokens would be left for the reply.
+    fits = len(model.llm.tokenize(("word " * 7990).encode()))
+    assert 7900 < fits < 8192
+    with pytest.raises(ProviderError) as info:
+        await collect(prompt="word " * 7990, max_tokens=512)
+    message = info.value.message
+    assert "kept for the reply" in message and "bigger window" in message and SECTIONS_ADVICE in message
+    _, response = await collect(prompt="word " * 7990, max_tokens=5)  # a short reply still fits
+    assert response.finish_reason is not None

@@ -43,6 +43,9 @@ Chunk = dict[str, Any]
 _PEEK_TOKENS = 4
 # The fewest reply tokens a prompt must leave room for (fewer when max_tokens asks for fewer).
 ANSWER_ROOM = 256
+# Prompt tokens read between two progress reports (and two looks at a cancellation): about a
+# second on a small CPU.
+PROGRESS_BATCH = 256
 
 
 @dataclass(slots=True)
@@ -178,7 +181,7 @@ class Generation:
         else:
             llm.reset()
             held = 0
-        total, batch = len(tokens), max(1, int(llm.n_batch))
+        total, batch = len(tokens), max(1, min(int(llm.n_batch), PROGRESS_BATCH))
         for start in range(held, total, batch):
             if self.cancelled:
                 return False
