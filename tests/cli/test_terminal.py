@@ -139,6 +139,7 @@ def test_chat_streams_ctrl_c_stops_the_reply_and_exit_quits(
     assert [r["prompt"] for r in logs] == ["hi", "count slowly"]
     assert logs[0]["text"] == "Hello **there**!" and not logs[0]["interrupted"]
     assert logs[1]["interrupted"] and logs[1]["text"].startswith("number 0")
+    assert logs[1]["error"] == "interrupted"  # the user's Ctrl-C, in the user's words
     assert len({r["conversation_id"] for r in logs}) == 1
     # The second turn carried the first one.
     assert [m["content"] for m in cli.server.requests[1].json["messages"]] == [
@@ -217,3 +218,83 @@ def test_a_restarted_answer_marks_the_partial_as_abandoned(
     abandoned = scrollback.index("the answer above was abandoned")
     restart = scrollback.index('restarting on openai/test-model after "connection reset"')
     assert partial < abandoned < restart < scrollback.index("Fresh answer.")
+
+
+def test_answering_no_at_approve_ends_the_run(
+    cli: Cli, terminal: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    functions = tmp_path / "f.py"
+    functions.write_text("def get_weather(city: str) -> str:\n    return city + ': rain'\n")
+    cli.server.add(tool_call_stream("get_weather", '{"city": "Oslo"}'), repeat=True)
+    term = terminal(_cllm(cli, "--functions", str(functions), "--approve", "Weather?"), cli.env)
+    term.wait_for(lambda s: "[y/N]" in s, what="the question")
+    term.keys("n", "Enter")
+    screen = term.wait_for(lambda s: "EXITED" in s, what="the end")
+    assert "EXITED 0" in screen
+    assert "stopped: you declined get_weather" in screen
+    assert screen.count("[y/N]") == 1  # not asked again
+    assert len(cli.server.requests) == 1
+
+
+def test_chat_on_a_pipe_in_a_terminal_has_no_warning_and_no_junk(
+    cli: Cli, terminal: Callable[..., Terminal]
+) -> None:
+    cli.server.add(lambda request: text_stream(["Hello ", "**there**", "!"]), repeat=True)
+    chat = shlex.join([sys.executable, "-m", "cllm.cli", "chat", "-m", MODEL, "-o", "api_base", cli.api_base])
+    term = terminal(["bash", "-c", f"printf 'hi\\nbye\\n' | {chat}"], cli.env)
+    screen = term.wait_for(lambda s: "EXITED" in s, what="the end")
+    assert "EXITED 0" in screen
+    assert screen.count("Hello there!") == 2  # both lines sent, each reply rendered
+    assert "not a terminal" not in screen and "^M" not in screen and "Warning" not in screen
+    assert len(cli.server.requests) == 2
+
+
+def test_logs_are_rendered_on_a_terminal(cli: Cli, terminal: Callable[..., Terminal]) -> None:
+    from cllm.core.finish import FinishReason
+    from cllm.core.response import Response
+    from cllm.store import ConversationStore
+
+    with ConversationStore(cli.home / "cllm.db") as store:
+        conversation = store.create_conversation(model=MODEL)
+        store.log_response(
+            conversation.id,
+            Response(
+                text="# Rivers\n\nThe **Nile** is long.\n\n- one\n- two", finish_reason=FinishReason.STOP
+            ),
+            model=MODEL,
+            messages_in=[{"role": "user", "content": "Tell me about rivers"}],
+            prompt="Tell me about rivers",
+        )
+    term = terminal([sys.executable, "-m", "cllm.cli", "logs"], cli.env)
+    screen = term.wait_for(lambda s: "EXITED" in s, what="the end")
+    assert "EXITED 0" in screen
+    assert "The Nile is long." in screen and "**" not in screen
+    assert "Rivers" in screen and "# Rivers" not in screen and "## " not in screen
+    assert "• one" in screen and "Tell me about rivers" in screen
+    assert f"{MODEL} · " in screen  # the header line
+    piped = cli.run("logs", model=False)
+    assert "The **Nile** is long." in piped.stdout  # raw markdown on a pipe
+
+
+@pytest.mark.timeout(300)
+def test_the_local_model_shows_it_is_reading_a_long_prompt(
+    cli: Cli, terminal: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    pytest.importorskip("llama_cpp", reason="needs the 'local' extra")
+    text = tmp_path / "notes.txt"
+    text.write_text(" ".join(f"Note {i}: the river rose by {i % 7} cm." for i in range(120)))
+    command = shlex.join(
+        [sys.executable, "-m", "cllm.cli", "-m", "local/gemma-3-270m", "-o", "max_tokens", "4", "summarize"]
+    )
+    term = terminal(["bash", "-c", f"{command} < {shlex.quote(str(text))}"], cli.env)
+    screen = term.wait_for(
+        lambda s: re.search(r"reading the prompt: [\d,]+ of [\d,]+ tokens", s) is not None or "EXITED" in s,
+        timeout=240,
+        what="the progress",
+    )
+    match = re.search(r"reading the prompt: ([\d,]+) of ([\d,]+) tokens", screen)
+    assert match, screen
+    assert int(match.group(2).replace(",", "")) > 1000
+    screen = term.wait_for(lambda s: "EXITED" in s, timeout=240, what="the end")
+    assert "reading the prompt" not in screen  # the status line is gone once the answer began
+    assert "cut off at the token limit (max_tokens 4" in screen and "EXITED 3" in screen
