@@ -82,7 +82,7 @@ def _default(args: argparse.Namespace) -> int:
 
 
 def _ranked(names: list[str], query: str, native: set[str]) -> list[tuple[tuple[Any, ...], str]]:
-    out = []
+    out: list[tuple[tuple[Any, ...], str]] = []
     for name in names:
         if not query:
             out.append(((0, name), name))
