@@ -15,7 +15,7 @@ from typing import Any
 
 from cllm.cli.args import parse_options
 from cllm.cli.batch import add_limit_options
-from cllm.cli.session import CliError, open_store, resolve_model
+from cllm.cli.session import CliError, open_store, resolve_alias, resolve_model
 
 __all__ = ["configure_parser", "run"]
 
@@ -50,7 +50,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_limit_options(parser)
 
 
-async def _process(args: argparse.Namespace, model: str, log: Any) -> int:
+async def _process(
+    args: argparse.Namespace, model: str, log: Any, alias_options: dict[str, Any] | None = None
+) -> int:
     import cllm
     from cllm.cli.display import Ui
     from cllm.cli.errors import describe_error
@@ -61,7 +63,7 @@ async def _process(args: argparse.Namespace, model: str, log: Any) -> int:
     limits = None
     if args.rpm or args.tpm:
         limits = cllm.Limits(concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm)
-    options = parse_options(args.options)
+    options = {**(alias_options or {}), **parse_options(args.options)}
     failed = 0
     parts = cllm.aprocess_file(
         args.path,
@@ -101,10 +103,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--section-tokens must be 1 or more", 2)
     if args.overlap * 2 >= args.section_tokens and args.overlap:
         raise CliError("--overlap must be less than half of --section-tokens", 2)
-    model = resolve_model(args.model)
+    model, alias_options = resolve_alias(resolve_model(args.model))
     log = _Log(None if args.no_log else _store(), model, args)
     try:
-        failed = asyncio.run(_process(args, model, log))
+        failed = asyncio.run(_process(args, model, log, alias_options))
     except ValueError as e:  # not UTF-8 text
         raise CliError(str(e), 2) from e
     return 1 if failed else 0

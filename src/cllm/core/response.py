@@ -104,8 +104,8 @@ class Response:
     ``model`` is the model the provider says answered (``gpt-4o-2024-08-06`` for ``openai/gpt-4o``),
     else the name asked for, spelled the same streamed or not. ``ttft`` is the seconds from the
     request to the first output (text, reasoning or a tool call): None when no output came (an
-    empty reply, or a failure before any); for a call made with ``stream=False`` it is the whole
-    ``duration``, the first moment anything is seen.
+    empty reply, or a failure before any); for a call made with ``stream=False`` it is the time
+    until the whole response arrived, the first moment anything is seen.
     """
 
     text: str = ""
