@@ -144,13 +144,13 @@ class Cli:
         )
 
     def run_many(
-        self, *runs: tuple[list[str], dict[str, str] | None], model: bool = True
+        self, *runs: tuple[list[str], dict[str, str] | None], model: bool = True, timeout: float = 60
     ) -> list[subprocess.CompletedProcess[str]]:
         """Several independent runs at once (each start-up imports LiteLLM: this halves the wait)."""
         procs = [(args, self.start(*args, env=env, model=model)) for args, env in runs]
         results = []
         for args, proc in procs:
-            out, err = proc.communicate(timeout=60)
+            out, err = proc.communicate(timeout=timeout)
             results.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
         return results
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import DONE, Cli, chunk, last_user_text, text_stream, tool_call_stream, usage_chunk
 from support.replay_server import Piece, RecordedRequest, ScriptedResponse, json_response, stream_response
 
@@ -34,6 +35,8 @@ def _respond(request: RecordedRequest) -> ScriptedResponse:
     return text_stream(["All ", "done."])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # five processes that each import LiteLLM, on a machine that may be busy
 def test_cut_off_filtered_empty_and_complete_answers_have_their_own_exit_codes(cli: Cli) -> None:
     cli.server.add(_respond, repeat=True)
     cut, cut_json, empty, filtered, complete = cli.run_many(
@@ -42,6 +45,7 @@ def test_cut_off_filtered_empty_and_complete_answers_have_their_own_exit_codes(c
         (["empty"], None),
         (["filtered"], None),
         (["fine"], None),
+        timeout=150,
     )
     assert cut.returncode == endings.CUT_OFF == 3
     assert cut.stdout == "I have a river in\n"  # what came is still printed, and logged

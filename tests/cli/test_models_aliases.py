@@ -64,6 +64,7 @@ def test_models_shows_providers_whose_key_is_set_and_all_shows_the_rest(cli: Cli
         (["models", "-q", "gpt-4o"], env),
         (["models", "-q", "claude-haiku"], env | {"ANTHROPIC_API_KEY": "sk-ant-test"}),
         model=False,
+        timeout=150,
     )
     assert ready.returncode == 0, ready.stderr
     headers = [line for line in ready.stdout.splitlines() if line and not line.startswith(" ")]
