@@ -98,7 +98,40 @@ def test_errors_keep_the_providers_words_and_suggest_a_model(cli: Cli) -> None:
     assert "LLM Provider NOT provided" not in line and len(line) < 120
 
     assert fallbacks.returncode == 1
-    [line] = fallbacks.stderr.strip().splitlines()  # no LiteLLM log lines, no tracebacks
+    # One line for the fallback, one for the error: no LiteLLM log lines, no tracebacks.
+    [fell_back, line] = fallbacks.stderr.strip().splitlines()
+    assert fell_back.startswith("falling back to openai/other-model"), fallbacks.stderr
     assert "The upstream is overloaded." in line, line
     assert "set_verbose" not in line and "All fallback attempts failed" not in line
     assert len(cli.server.requests) == 2  # the model and its fallback were both tried
+
+
+def test_litellms_logger_never_reaches_stderr_unless_debug(cli: Cli) -> None:
+    # What LiteLLM does on a failed fallback or a failing callback: an ERROR with a traceback.
+    script = (
+        "import sys\n"
+        "from cllm.cli import quiet_litellm_logs\n"
+        "if sys.argv[1] == 'quiet': quiet_litellm_logs()\n"
+        "from cllm import _provider\n"
+        "lib = _provider.litellm()\n"
+        "import logging\n"
+        "try:\n"
+        "    raise RuntimeError('boom')\n"
+        "except RuntimeError:\n"
+        "    lib._logging.verbose_logger.exception('Fallback attempt failed')\n"
+        "    lib._logging.verbose_router_logger.error('router failed', exc_info=True)\n"
+        "    logging.getLogger('litellm.llms.some_provider').error('module failed', exc_info=True)\n"
+        "print('done')\n"
+    )
+    import subprocess
+    import sys
+
+    quiet, loud = (
+        subprocess.run(
+            [sys.executable, "-c", script, mode], capture_output=True, text=True, env=cli.env, timeout=120
+        )
+        for mode in ("quiet", "loud")
+    )
+    assert quiet.returncode == 0 and quiet.stdout == "done\n", quiet.stderr
+    assert quiet.stderr == ""
+    assert "Traceback" in loud.stderr and "Fallback attempt failed" in loud.stderr  # the test can fail

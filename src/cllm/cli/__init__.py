@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from cllm.cli.args import build_parser, split_command
 
-__all__ = ["main"]
+__all__ = ["main", "quiet_litellm_logs"]
 
 
 def _import_litellm_early() -> None:
