@@ -14,7 +14,7 @@ __all__ = ["DEFAULT_MODEL", "SECTIONS_ADVICE", "Progress", "add_progress_listene
 
 DEFAULT_MODEL = "local/gemma-3-270m"
 
-SECTIONS_ADVICE = 'process the text in sections: cllm file PATH "instruction" (cllm.aprocess_file in Python)'
+SECTIONS_ADVICE = 'process the text in sections: `cllm file PATH "instruction"` (cllm.aprocess_file)'
 """How to get a text that does not fit the local model's window read, said when it is refused."""
 
 Progress = Callable[[str, int, int], None]
