@@ -93,7 +93,7 @@ def test_three_500s_then_the_fallback_answers(mode: str) -> None:
     ]
     assert attempts(events)[-1].delay == 0.0  # moving to a fallback does not wait
     assert r.text == "from fallback"
-    assert r.model == "gpt-4o-mini"
+    assert r.model == "openai/gpt-4o-mini"  # the finishing model, named as it was asked for
     assert [a.model for a in r.attempts] == [PLAIN_MODEL] * 3 + ["openai/gpt-4o-mini"]
 
 
@@ -220,7 +220,7 @@ async def test_acomplete_falls_back_without_streaming(replay_server: ReplayServe
     r = await cllm.acomplete(
         PLAIN_MODEL, "hi", stream=False, **opts(replay_server, fallbacks=["openai/gpt-4o-mini"])
     )
-    assert r.text == "from b" and r.model == "gpt-4o-mini"
+    assert r.text == "from b" and r.model == "openai/gpt-4o-mini"
     assert replay_server.requests[1].json["model"] == "gpt-4o-mini"
 
 

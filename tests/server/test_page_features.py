@@ -283,12 +283,12 @@ api_key = "sk-other"
     assert picker.locator("option").all_inner_texts() == ["Default model", "test", "other", "Other…"]
     provider.add(stream_of("from the default", model="gpt-test"))
     send(ui, "one")
-    expect(finished_reply(ui).locator(".meta")).to_contain_text("test (gpt-test)")
+    expect(finished_reply(ui).locator(".meta")).to_contain_text("test (openai/gpt-test)")
     picker.select_option("other")
     provider.add(stream_of("from the other", model="gpt-other-2025"))
     send(ui, "two")
     meta = finished_reply(ui).locator(".meta")
-    expect(meta).to_contain_text("other (gpt-other)")
+    expect(meta).to_contain_text("other (openai/gpt-other)")
     assert provider.requests[-1].json["model"] == "gpt-other"
     shot(ui, tmp_path, f"models-{screen}")
     # Any other name can still be typed.
@@ -302,8 +302,8 @@ api_key = "sk-other"
     expect(picker).to_have_value("other")
     metas = ui.locator(".message.assistant .meta")
     expect(metas).to_have_count(2)
-    expect(metas.nth(0)).to_contain_text("test (gpt-test)")
-    expect(metas.nth(1)).to_contain_text("other (gpt-other)")
+    expect(metas.nth(0)).to_contain_text("test (openai/gpt-test)")
+    expect(metas.nth(1)).to_contain_text("other (openai/gpt-other)")
 
 
 def test_cost_is_readable_and_absent_when_unknown(
