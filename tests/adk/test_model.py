@@ -43,7 +43,7 @@ async def test_text_streams_as_partials_then_one_final(replay_server: ReplayServ
     assert final.usage_metadata.prompt_token_count == 9
     assert final.usage_metadata.candidates_token_count == 4
     assert final.usage_metadata.total_token_count == 13
-    assert final.model_version == "gpt-4o-2024-08-06"
+    assert final.model_version == MODEL  # the response's model, named as it was asked for
 
 
 async def test_stream_false_gives_the_same_final(replay_server: ReplayServer) -> None:
