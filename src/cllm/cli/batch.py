@@ -19,37 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cllm.cli.args import parse_options
+from cllm.cli.args import int_at_least, parse_options
 from cllm.cli.session import CliError, resolve_model
 
 __all__ = ["configure_parser", "run"]
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more: {text}")
-    return value
-
-
-def _retries(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
-
-
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
     """``--concurrency``, ``--rpm``, ``--tpm``: what `cllm batch` and `cllm file` share."""
-    parser.add_argument("--concurrency", type=_count, metavar="N", help="requests in flight at once")
-    parser.add_argument("--rpm", type=_count, metavar="N", help="requests per minute")
-    parser.add_argument("--tpm", type=_count, metavar="N", help="tokens per minute")
+    parser.add_argument("--concurrency", type=int_at_least(1), metavar="N", help="requests in flight at once")
+    parser.add_argument("--rpm", type=int_at_least(1), metavar="N", help="requests per minute")
+    parser.add_argument("--tpm", type=int_at_least(1), metavar="N", help="tokens per minute")
     parser.add_argument(
         "--option",
         nargs=2,
@@ -65,7 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", metavar="PROMPTS.jsonl", help="one JSON string or object per line")
     parser.add_argument("-o", "--output", required=True, metavar="RESULTS.jsonl", help="where results go")
     parser.add_argument("-m", "--model", help="model for items that name none (default: the default model)")
-    parser.add_argument("--retries", type=_retries, metavar="N", help="retries per item")
+    parser.add_argument("--retries", type=int_at_least(0), metavar="N", help="retries per item")
     add_limit_options(parser)
 
 

@@ -13,21 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cllm.cli.args import parse_options
+from cllm.cli.args import int_at_least, parse_options
 from cllm.cli.batch import add_limit_options
 from cllm.cli.session import CliError, open_store, resolve_alias, resolve_model
 
 __all__ = ["configure_parser", "run"]
-
-
-def _tokens(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +25,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("instruction", help="what to do with each section")
     parser.add_argument("-m", "--model", help="model name (default: the default model)")
     parser.add_argument(
-        "--section-tokens", type=_tokens, default=3000, metavar="N", help="tokens per section (default 3000)"
+        "--section-tokens",
+        type=int_at_least(0),
+        default=3000,
+        metavar="N",
+        help="tokens per section (default 3000)",
     )
     parser.add_argument(
         "--overlap",
-        type=_tokens,
+        type=int_at_least(0),
         default=200,
         metavar="N",
         help="tokens repeated between sections (default 200)",
