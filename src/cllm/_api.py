@@ -17,9 +17,21 @@ __all__ = ["acomplete", "astream", "complete", "stream"]
 Prompt = str | Sequence[Mapping[str, Any]]
 
 
+def _plain(request: _provider.Request) -> Source:
+    """The plain source: one non-streaming call, or one stream, read by cllm itself where the fast
+    path can promise the same result (`cllm._fast`), else by LiteLLM's stream wrapper."""
+    if not request.kwargs.get("stream"):
+        return OneShot(request)
+    if request.fast_path:
+        from cllm._fast import FastUpstream
+
+        return FastUpstream(request)
+    return Upstream(request)
+
+
 def _attempt(request: _provider.Request, limits: Limits | None) -> Source:
     """One attempt's source: the plain call, waiting for its place under ``limits`` first."""
-    plain: Source = Upstream(request) if request.kwargs.get("stream") else OneShot(request)
+    plain = _plain(request)
     return plain if limits is None else Limited(plain, limits)
 
 

@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from cllm.core.accumulator import Chunk, ToolCallChunk
+from cllm.core.openai_chunks import read_usage
 from cllm.core.response import Usage
 from cllm.errors import CllmError, ProviderError
 
@@ -34,6 +35,7 @@ __all__ = [
     "cost",
     "count_tokens",
     "drop_boilerplate",
+    "end_of_stream_consumers",
     "litellm",
     "non_stream_chunk",
     "preload",
@@ -144,6 +146,9 @@ class Request:
     total_timeout: float | None = None
     provider: str | None = None
     resolved: bool = False
+    fast_path: bool = True
+    """Whether cllm may read an OpenAI-format stream itself (`cllm._fast`) rather than through
+    LiteLLM's stream wrapper; the request is LiteLLM's either way."""
 
 
 def to_messages(prompt_or_messages: str | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -179,6 +184,9 @@ def prepare(
         raise ValueError("no model given")
     opts = dict(options)
     timeouts = {name: _timeout(opts, name) for name in CLLM_OPTIONS}
+    fast_path = opts.pop("fast_path", True)
+    if not isinstance(fast_path, bool):
+        raise TypeError(f"fast_path must be True or False, got {fast_path!r}")
     kwargs: dict[str, Any] = {"model": model, "messages": to_messages(prompt_or_messages), **opts}
     # The openai SDK client LiteLLM builds retries twice by default: one call would become three
     # requests behind the caller's back. Retrying is the caller's decision.
@@ -191,6 +199,7 @@ def prepare(
         first_token_timeout=timeouts["first_token_timeout"],
         idle_timeout=timeouts["idle_timeout"],
         total_timeout=timeouts["total_timeout"],
+        fast_path=fast_path,
     )
 
 
@@ -312,7 +321,7 @@ class ChunkReader:
             return None
         from litellm.litellm_core_utils.streaming_handler import calculate_total_usage
 
-        return _usage_from(calculate_total_usage(chunks=self._with_usage))
+        return read_usage(calculate_total_usage(chunks=self._with_usage))
 
     def _scan(self) -> None:
         kept = getattr(self.upstream, "chunks", None)
@@ -372,7 +381,7 @@ class ChunkReader:
         return out
 
 
-def _end_of_stream_consumers(wrapper: Any) -> bool:
+def end_of_stream_consumers(wrapper: Any) -> bool:
     """Whether anything uses what LiteLLM does once a stream has ended: success callbacks (global or
     per call), a response cache, or the budget it tracks."""
     lib = _litellm
@@ -396,36 +405,13 @@ def stream_delivered(wrapper: Any) -> bool:
     runs its success logging (cost, callbacks, cache). When none of that has a consumer, reading
     on costs CPU for nothing; when something does, the stream is read to its end as usual.
     """
-    return getattr(wrapper, "sent_stream_usage", False) is True and not _end_of_stream_consumers(wrapper)
-
-
-def _usage_from(obj: Any) -> Usage | None:
-    if obj is None:
-        return None
-
-    def get(o: Any, name: str) -> Any:
-        return o.get(name) if isinstance(o, dict) else getattr(o, name, None)
-
-    prompt, completion, total = (
-        get(obj, "prompt_tokens"),
-        get(obj, "completion_tokens"),
-        get(obj, "total_tokens"),
-    )
-    if not prompt and not completion and not total:
-        return None
-    details = get(obj, "completion_tokens_details")
-    cached_details = get(obj, "prompt_tokens_details")
-    reasoning = get(details, "reasoning_tokens") if details is not None else None
-    cached = get(cached_details, "cached_tokens") if cached_details is not None else None
-    if total is None and prompt is not None and completion is not None:
-        total = prompt + completion
-    return Usage(prompt, completion, total, reasoning or None, cached or None)
+    return getattr(wrapper, "sent_stream_usage", False) is True and not end_of_stream_consumers(wrapper)
 
 
 def non_stream_chunk(response: Any) -> Chunk:
     """A non-streaming LiteLLM `ModelResponse` as one core `Chunk`."""
     choice = _choice0(response.choices)
-    out = Chunk(model=getattr(response, "model", None), usage=_usage_from(getattr(response, "usage", None)))
+    out = Chunk(model=getattr(response, "model", None), usage=read_usage(getattr(response, "usage", None)))
     if choice is None:
         return out
     message = choice.message

@@ -148,11 +148,10 @@ class Upstream:
             raise
         now = time.perf_counter()
         self._last_chunk = now
-        assert self._reader is not None
-        chunk = self._reader(raw)
+        chunk = self._convert(raw)
         if chunk.finish_reason:
             self._finished = True
-        if _provider.stream_delivered(self._wrapper):
+        if self._delivered():
             # LiteLLM 1.106 hands over its usage after a "stop" it made up: then the next call says
             # the answer was cut off.
             self._exhaust()
@@ -194,17 +193,28 @@ class Upstream:
         self._reader = _provider.ChunkReader(self._wrapper)
         self._chunks = self._wrapper.__aiter__()
 
+    # What a different wire (`cllm._fast.FastUpstream`) replaces: how a raw item becomes a `Chunk`,
+    # whether the stream has handed over all it holds, and the usage it reported.
+
+    def _convert(self, raw: Any) -> Chunk:
+        assert self._reader is not None
+        return self._reader(raw)
+
+    def _delivered(self) -> bool:
+        return _provider.stream_delivered(self._wrapper)
+
+    def _reported_usage(self) -> Usage | None:
+        return None if self._reader is None else self._reader.usage()
+
     def _keep_usage(self) -> None:
         # A failed stream may still have reported usage (some providers send it on every chunk).
-        if self._reader is not None:
-            with contextlib.suppress(Exception):
-                self.usage = self._reader.usage()
+        with contextlib.suppress(Exception):
+            self.usage = self._reported_usage()
 
     def _exhaust(self) -> None:
         self.exhausted = True
         self._truncated = not self._finished
-        if self._reader is not None:
-            self.usage = self._reader.usage()
+        self.usage = self._reported_usage()
 
     def _ended(self) -> Chunk | None:
         """None for a stream the provider ended; `StreamTruncated` (once) for one it just stopped sending."""

@@ -64,6 +64,7 @@ def fallback_request(
     for name in _provider.CLLM_OPTIONS:
         if getattr(primary, name) is not None:
             options[name] = getattr(primary, name)
+    options["fast_path"] = primary.fast_path
     options.update(overrides)
     return _provider.prepare(
         model, primary.kwargs["messages"], options, stream=bool(primary.kwargs.get("stream"))
