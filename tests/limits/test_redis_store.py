@@ -67,7 +67,7 @@ async def test_slots_are_shared_and_come_back_when_their_holder_dies(redis_serve
         assert await b.acquire("slots", "serve:2", 2)
         # A dies (it stops renewing): its slot is free again within a lease.
         assert a._renewer is not None
-        a._renewer.cancel()
+        a._stop_renewing()
         died = time.monotonic()
         while not await b.acquire("slots", "serve:3", 2):
             assert time.monotonic() - died < 1.5

@@ -126,6 +126,7 @@ class RedisStore:
         self._prefix = uuid.uuid4().hex[:12]
         self._held: dict[str, set[str]] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._closed = False
         self._reserve = client.register_script(_RESERVE)
         self._adjust = client.register_script(_ADJUST)
         self._acquire = client.register_script(_ACQUIRE)
@@ -171,25 +172,37 @@ class RedisStore:
         return int(await self.redis.zcount(key, f"({t[0] + t[1] / 1e6}", "+inf"))
 
     def _keep_renewing(self) -> None:
+        if self._closed:
+            return
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.get_running_loop().create_task(
                 self._renew_loop(), name="cllm-limits-leases"
             )
 
     async def _renew_loop(self) -> None:
-        while self._held:
+        while self._held and not self._closed:
             await asyncio.sleep(self.lease / 3)
             for key, names in list(self._held.items()):
-                if names:
+                if names and not self._closed:
                     # A failed renewal is retried next time; a slot outlives it by two thirds of a lease.
                     with contextlib.suppress(Exception):
                         await self._renew(keys=[key], args=[repr(float(self.lease)), *names])
 
+    def _stop_renewing(self) -> asyncio.Task[None] | None:
+        """Stop renewing this store's leases, as a process that dies stops: its slots come back
+        after at most one lease."""
+        self._closed = True
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.cancel()
+        return renewer
+
     async def aclose(self) -> None:
         """Stop renewing leases and close the Redis client."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(BaseException):
-                await self._renewer
+        renewer = self._stop_renewing()
+        if renewer is not None:
+            # A cancellation that lands inside a Redis command can come out of the client as an
+            # error, which the loop would retry: the flag then ends it at its next wake-up.
+            await asyncio.wait([renewer], timeout=self.lease)
         with contextlib.suppress(Exception):
             await self.redis.aclose()
