@@ -1,12 +1,16 @@
 """Benchmark: many concurrent SSE streams through `cllm serve`, side by side with LiteLLM's proxy.
 
-Three targets, each a separate process on loopback, one worker each, in front of the same local
+Four targets, each a separate process on loopback, one worker each, in front of the same local
 provider (provider_server.py): the provider itself (the anchor: what the client and the
-provider cost), `cllm serve`, and LiteLLM's own proxy (`litellm[proxy]`, same LiteLLM version, in
-its own virtualenv, master key set; cllm runs with --token). The load generator
-(bench_server_load.py) is another process; every stream goes through /v1/chat/completions.
+provider cost), `cllm serve` (fast path on, as by default), `cllm serve` with CLLM_FAST_PATH=0
+(LiteLLM's stream), and LiteLLM's own proxy (`litellm[proxy]` in its own virtualenv, master key
+set; cllm runs with --token). The proxy is the same LiteLLM version when its `proxy` extra can be
+installed (1.110.2's cannot: it needs an unpublished litellm-proxy), else --proxy-litellm.
+The load generator (bench_server_load.py) is another process; every stream goes through
+/v1/chat/completions.
 
-Two phases per target:
+Three measurements per target:
+  first  the time from sending a request to its first text event, one request at a time (median).
   paced  STREAMS streams started over RAMP seconds, each CHUNKS chunks INTERVAL ms apart (all of
          them running at once for most of the phase): the delay each event gains on the way
          (receive time - the provider's send stamp), p50/p99.
@@ -15,7 +19,8 @@ Two phases per target:
 
 Run:   .venv/bin/python bench/bench_server.py            (sets up .venv-proxy on first run)
        .venv/bin/python bench/bench_server.py --no-proxy (cllm and the anchor only)
-Targets: cllm's p99 added delay <= 50 ms, and >= 2x the proxy's throughput.
+Targets: cllm's p99 added delay <= 50 ms (at --streams 1000 --interval 20: 50 deltas/s each),
+>= 5x the proxy's throughput, and the first event at most 5 ms later than straight from the provider.
 """
 
 from __future__ import annotations
@@ -48,18 +53,28 @@ def litellm_version() -> str:
     return version("litellm")
 
 
-def setup_proxy_venv(venv: Path) -> Path:
-    """The proxy's ``litellm`` command; installs ``litellm[proxy]`` (same version) into ``venv`` if needed."""
+def setup_proxy_venv(venv: Path, fallback: str) -> Path:
+    """The proxy's ``litellm`` command; installs ``litellm[proxy]`` into ``venv`` if needed: the same
+    version as here when its proxy extra installs, else ``fallback``."""
     exe = venv / "bin" / "litellm"
     if exe.exists():
         return exe
-    print(f"setting up {venv} with litellm[proxy]=={litellm_version()} ...", flush=True)
     base = getattr(sys, "_base_executable", None) or shutil.which("python3") or "python3"
     subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={litellm_version()}"], check=True
-    )
-    return exe
+    for wanted in dict.fromkeys((litellm_version(), fallback)):
+        print(f"setting up {venv} with litellm[proxy]=={wanted} ...", flush=True)
+        pip = [str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={wanted}"]
+        if subprocess.run(pip).returncode == 0:
+            return exe
+    raise RuntimeError("could not install litellm[proxy]")
+
+
+def proxy_version(venv: Path) -> str:
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip()
 
 
 def free_port() -> int:
@@ -112,11 +127,41 @@ def load(target: Target, model: str, streams: int, ramp: float = 0.0) -> dict[st
     return result
 
 
+def first_event_ms(target: Target, model: str, requests: int = 30) -> float:
+    """Median time from sending a request to reading its first text event, one request at a time."""
+    import http.client
+    import statistics
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(target.url)
+    headers = {"content-type": "application/json"}
+    if target.token:
+        headers["authorization"] = f"Bearer {target.token}"
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "go"}], "stream": True})
+    times = []
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        for _ in range(requests):
+            start = time.perf_counter()
+            conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+            resp = conn.getresponse()
+            while line := resp.readline():
+                if line.startswith(b"data: {") and b'"content"' in line and b"t=" in line:
+                    times.append((time.perf_counter() - start) * 1e3)
+                    break
+            resp.read()
+    finally:
+        conn.close()
+    return statistics.median(times)
+
+
 def measure(target: Target, streams: int, ramp: float) -> dict[str, float]:
     load(target, target.burst_model, 10)  # warm up: connections, imports, first-call caches
+    first = first_event_ms(target, target.burst_model)
     paced = load(target, target.paced_model, streams, ramp)
     burst = load(target, target.burst_model, streams)
     return {
+        "first": first,
         "p50": paced["p50_ms"] if paced["p50_ms"] is not None else float("nan"),
         "p99": paced["p99_ms"] if paced["p99_ms"] is not None else float("nan"),
         "paced_events": paced["events"],
@@ -139,6 +184,9 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which paced streams start")
     parser.add_argument("--no-proxy", action="store_true", help="skip LiteLLM's proxy")
     parser.add_argument("--proxy-venv", type=Path, default=DEFAULT_PROXY_VENV)
+    parser.add_argument(
+        "--proxy-litellm", default="1.106.2", help="the proxy's LiteLLM if this one's proxy extra fails"
+    )
     args = parser.parse_args()
 
     paced, burst = f"paced-{args.chunks}-{args.interval}", f"burst-{args.burst}"
@@ -164,19 +212,21 @@ def main() -> int:
                 for alias, model in (("paced", paced), ("burst", burst))
             )
         )
-        port = free_port()
-        cllm = subprocess.Popen(
-            [PYTHON, "-m", "cllm.server", "--port", str(port), "--config", str(config),
-             "--db", str(tmp / "c.db"), "--max-streams-per-client", "100000", "--log-level", "warning",
-             "--token", TOKEN],
-            env={**quiet_env(), "CLLM_HOME": str(tmp)},
-        )  # fmt: skip
-        procs.append(cllm)
-        wait_http(f"http://127.0.0.1:{port}/healthz", 60, cllm)
-        targets.append(Target("cllm serve", f"http://127.0.0.1:{port}", "paced", "burst", TOKEN))
+        for name, fast in (("cllm serve", "1"), ("cllm serve, fast path off", "0")):
+            port = free_port()
+            cllm = subprocess.Popen(
+                [PYTHON, "-m", "cllm.server", "--port", str(port), "--config", str(config),
+                 "--db", str(tmp / f"c{fast}.db"), "--max-streams-per-client", "100000",
+                 "--log-level", "warning", "--token", TOKEN],
+                env={**quiet_env(), "CLLM_HOME": str(tmp), "CLLM_FAST_PATH": fast},
+            )  # fmt: skip
+            procs.append(cllm)
+            wait_http(f"http://127.0.0.1:{port}/healthz", 60, cllm)
+            targets.append(Target(name, f"http://127.0.0.1:{port}", "paced", "burst", TOKEN))
 
         if not args.no_proxy:
-            exe = setup_proxy_venv(args.proxy_venv)
+            exe = setup_proxy_venv(args.proxy_venv, args.proxy_litellm)
+            proxy_name = f"litellm proxy {proxy_version(args.proxy_venv)}"
             proxy_config = tmp / "proxy.yaml"
             proxy_config.write_text(
                 f"general_settings:\n  master_key: {TOKEN}\nmodel_list:\n"
@@ -194,7 +244,7 @@ def main() -> int:
             )  # fmt: skip
             procs.append(proxy)
             wait_http(f"http://127.0.0.1:{proxy_port}/health/liveliness", 120, proxy)
-            targets.append(Target("litellm proxy", f"http://127.0.0.1:{proxy_port}", "paced", "burst", TOKEN))
+            targets.append(Target(proxy_name, f"http://127.0.0.1:{proxy_port}", "paced", "burst", TOKEN))
 
         print(
             f"{args.streams} concurrent streams; paced: {args.chunks} chunks every {args.interval} ms; "
@@ -217,25 +267,35 @@ def main() -> int:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    header = f"{'target':<20}{'p50 ms':>9}{'p99 ms':>9}{'streams ok':>12}{'events/s':>11}{'burst s':>9}"
+    columns = f"{'first ms':>9}{'p50 ms':>9}{'p99 ms':>9}{'streams ok':>12}{'events/s':>11}{'burst s':>9}"
+    header = f"{'target':<28}{columns}"
     print("\n" + header + "\n" + "-" * len(header))
     for name, r in results.items():
         ok = f"{int(r['paced_ok'])}+{int(r['burst_ok'])}"
         print(
-            f"{name:<20}{r['p50']:>9.1f}{r['p99']:>9.1f}{ok:>12}{r['throughput']:>11.0f}{r['burst_seconds']:>9.2f}"
+            f"{name:<28}{r['first']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{ok:>12}{r['throughput']:>11.0f}"
+            f"{r['burst_seconds']:>9.2f}"
         )
-    anchor, ours = results["provider (anchor)"], results["cllm serve"]
-    print(
-        f"\ncllm p99 added delay per event: {ours['p99']:.1f} ms (target <= 50; "
-        f"{ours['p99'] - anchor['p99']:.1f} ms more than the provider alone)"
-    )
-    proxy_result = results.get("litellm proxy")
-    if proxy_result:
-        print(f"proxy p99 added delay per event: {proxy_result['p99']:.1f} ms")
-        print(f"p99 added, cllm / proxy: {ours['p99'] / proxy_result['p99']:.2f}x")
+    anchor = results["provider (anchor)"]
+    for name in ("cllm serve", "cllm serve, fast path off"):
+        ours = results[name]
+        added = ours["p99"] - anchor["p99"]
+        first = ours["first"] - anchor["first"]
         print(
-            f"throughput, cllm / proxy: {ours['throughput'] / proxy_result['throughput']:.2f}x (target >= 2)"
+            f"\n{name}: p99 delay per event {ours['p99']:.1f} ms, {added:.1f} ms more than the provider alone"
+            f" (target <= 50); first event {first:+.1f} ms against the provider (target <= 5)"
         )
+        for other, r in results.items():
+            if other.startswith("litellm proxy"):
+                print(
+                    f"  throughput / {other}: {ours['throughput'] / r['throughput']:.2f}x (target >= 5);"
+                    f" p99 / proxy's: {ours['p99'] / r['p99']:.2f}x"
+                )
+    on, off = results["cllm serve"], results["cllm serve, fast path off"]
+    print(
+        f"\nfast path on / off: throughput {on['throughput'] / off['throughput']:.2f}x, "
+        f"p99 {on['p99'] / off['p99']:.2f}x, first event {on['first'] / off['first']:.2f}x"
+    )
     return 0
 
 

@@ -3,8 +3,10 @@
 Run: python bench/bench_stream.py [--chunks 5000] [--rounds 5]
 
 Starts bench/provider_server.py (a local OpenAI-compatible server on 127.0.0.1) and prints:
-  1. µs per chunk: cllm.astream vs raw litellm.acompletion iteration (target <= 1.10x),
-     cllm.stream vs raw litellm.completion(stream=True) with LiteLLM's defaults (target <= 0.5x)
+  1. µs per chunk: cllm.astream on the fast path vs raw litellm.acompletion (target <= 0.25x) and
+     vs the openai SDK's own async stream (target <= 1x); the sync cllm.stream vs cllm.astream
+     (target <= 1.2x); raw httpx lines + json.loads as the floor; fast_path=False for reference;
+     and a profile of where the fast path's time goes
   2. longest stall of a 1 ms ticker task while a buffered burst is consumed (target cllm <= 20 ms)
   3. time from the provider's finish chunk to the last ToolCallEnd / final text (target <= 5 ms),
      and to the end of iteration
@@ -86,11 +88,33 @@ async def raw_async(srv: Server, model: str) -> int:
     return n
 
 
-async def cllm_async(srv: Server, model: str) -> int:
+async def cllm_async(srv: Server, model: str, fast_path: bool = True) -> int:
     n = 0
-    async with cllm.astream(model, MESSAGES, **srv.kwargs(model)) as s:
+    async with cllm.astream(model, MESSAGES, fast_path=fast_path, **srv.kwargs(model)) as s:
         async for _ in s:
             n += 1
+    return n
+
+
+async def httpx_lines(srv: Server, model: str, client: Any) -> int:
+    """The floor: httpx's line iterator and one json.loads per event, nothing else."""
+    body = {"model": model.split("/", 1)[1], "messages": MESSAGES, "stream": True, **USAGE_OPT}
+    n = 0
+    async with client.stream("POST", srv.base + "/chat/completions", json=body) as resp:
+        async for line in resp.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                json.loads(line[6:])
+                n += 1
+    return n
+
+
+async def openai_sdk(srv: Server, model: str, client: Any) -> int:
+    stream = await client.chat.completions.create(
+        model=model.split("/", 1)[1], messages=MESSAGES, stream=True, **USAGE_OPT
+    )
+    n = 0
+    async for _ in stream:
+        n += 1
     return n
 
 
@@ -102,9 +126,9 @@ def raw_sync(srv: Server, model: str) -> int:
     return n
 
 
-def cllm_sync(srv: Server, model: str) -> int:
+def cllm_sync(srv: Server, model: str, fast_path: bool = True) -> int:
     n = 0
-    with cllm.stream(model, MESSAGES, **srv.kwargs(model)) as s:
+    with cllm.stream(model, MESSAGES, fast_path=fast_path, **srv.kwargs(model)) as s:
         for _ in s:
             n += 1
     return n
@@ -116,21 +140,71 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
+ASTREAM = "cllm.astream (fast path)"
+ASTREAM_LITELLM = "cllm.astream, fast_path=False"
+STREAM = "cllm.stream (fast path)"
+RAW_ASYNC = "raw litellm.acompletion"
+SDK = "openai SDK, async"
+
+
 def per_chunk(srv: Server, chunks: int, rounds: int) -> dict[str, float]:
+    import httpx
+    import openai
+
     model = f"openai/text-{chunks}"
+    loop = asyncio.new_event_loop()
+    http = httpx.AsyncClient(timeout=60)
+    sdk = openai.AsyncOpenAI(base_url=srv.base, api_key="sk-bench", max_retries=0)
     runs: dict[str, Callable[[], Any]] = {
-        "raw litellm.acompletion": lambda: asyncio.run(raw_async(srv, model)),
-        "cllm.astream": lambda: asyncio.run(cllm_async(srv, model)),
+        "raw httpx aiter_lines + json.loads": lambda: loop.run_until_complete(httpx_lines(srv, model, http)),
+        SDK: lambda: loop.run_until_complete(openai_sdk(srv, model, sdk)),
+        RAW_ASYNC: lambda: loop.run_until_complete(raw_async(srv, model)),
+        ASTREAM: lambda: loop.run_until_complete(cllm_async(srv, model)),
+        ASTREAM_LITELLM: lambda: loop.run_until_complete(cllm_async(srv, model, fast_path=False)),
         "raw litellm.completion (defaults)": lambda: raw_sync(srv, model),
-        "cllm.stream": lambda: cllm_sync(srv, model),
+        STREAM: lambda: cllm_sync(srv, model),
+        "cllm.stream, fast_path=False": lambda: cllm_sync(srv, model, fast_path=False),
     }
-    for fn in runs.values():  # warm up connections and imports
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, fn in runs.items():
-            times[name].append(timed(fn))
+    try:
+        for fn in runs.values():  # warm up connections and imports
+            fn()
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, fn in runs.items():
+                times[name].append(timed(fn))
+    finally:
+        loop.run_until_complete(http.aclose())
+        loop.run_until_complete(sdk.close())
+        loop.close()
     return {name: statistics.median(t) / chunks * 1e6 for name, t in times.items()}
+
+
+def profile_split(srv: Server, chunks: int) -> None:
+    """Where the fast path's remaining time goes: cllm's core (accumulator, partial JSON, events),
+    the upstream half (SSE decoding, json.loads, chunk parsing), and I/O and the event loop."""
+    import cProfile
+    import pstats
+
+    model = f"openai/tool-{chunks}"
+    asyncio.run(cllm_async(srv, model))  # warm
+    profiler = cProfile.Profile()
+    profiler.enable()
+    asyncio.run(cllm_async(srv, model))
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    total = stats.total_tt  # type: ignore[attr-defined]
+    groups = {"core (accumulator, partial JSON, events)": 0.0, "upstream (SSE, json, chunks)": 0.0}
+    for (filename, _, _), (_, _, tt, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        if "/cllm/core/sse.py" in filename or "/cllm/core/openai_chunks.py" in filename:
+            groups["upstream (SSE, json, chunks)"] += tt
+        elif "/cllm/core/" in filename:
+            groups["core (accumulator, partial JSON, events)"] += tt
+        elif "/cllm/_fast.py" in filename or filename == "~" or "json" in filename:
+            groups["upstream (SSE, json, chunks)"] += tt
+    groups["I/O, event loop and the rest"] = total - sum(groups.values())
+    print(f"   profile of one {chunks}-chunk tool-call stream on the fast path (share of CPU time):")
+    for name, tt in groups.items():
+        print(f"   {name:44s} {tt / total:6.1%}")
 
 
 # -- 2. ticker stall -------------------------------------------------------------------------------
@@ -366,10 +440,16 @@ def main() -> None:
         print("1. µs per chunk")
         for name, value in us.items():
             print(f"   {name:36s} {value:8.1f}")
-        a = us["cllm.astream"] / us["raw litellm.acompletion"]
-        s = us["cllm.stream"] / us["raw litellm.completion (defaults)"]
-        print(f"   cllm.astream / raw acompletion      {a:8.2f}x  (target <= 1.10)  {verdict(a <= 1.10)}")
-        print(f"   cllm.stream / raw completion        {s:8.2f}x  (target <= 0.50)  {verdict(s <= 0.5)}\n")
+        a = us[ASTREAM] / us[RAW_ASYNC]
+        b = us[ASTREAM] / us[SDK]
+        lit = us[ASTREAM_LITELLM] / us[RAW_ASYNC]
+        s = us[STREAM] / us[ASTREAM]
+        print(f"   cllm.astream / raw acompletion      {a:8.2f}x  (target <= 0.25)  {verdict(a <= 0.25)}")
+        print(f"   cllm.astream / openai SDK           {b:8.2f}x  (target <= 1.00)  {verdict(b <= 1.0)}")
+        print(f"   fast_path=False / raw acompletion   {lit:8.2f}x  (LiteLLM's stream, for reference)")
+        print(f"   cllm.stream / cllm.astream          {s:8.2f}x  (target <= 1.20)  {verdict(s <= 1.2)}")
+        profile_split(srv, args.chunks)
+        print()
 
         st = stalls(srv, args.chunks, args.rounds)
         print(

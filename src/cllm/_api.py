@@ -75,6 +75,9 @@ def astream(model: str, prompt_or_messages: Prompt, **options: Any) -> AsyncStre
             `cllm.Retries`), ``fallbacks`` (models, or ``{"model": ..., **options}``, each with its
             own retries) and ``mid_stream`` (``"continue"``, ``"restart"`` or ``"raise"``: what to do
             when a stream fails after output began). A new attempt shows as a `cllm.Attempt` event.
+            ``fast_path=False`` has LiteLLM's stream wrapper read an OpenAI-format stream rather
+            than cllm itself (the request is LiteLLM's either way; ``CLLM_FAST_PATH=0`` does the
+            same for the whole process).
 
     Use as ``async with cllm.astream(...) as s: async for event in s: ...``; the request is
     sent when iteration starts.
