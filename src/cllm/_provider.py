@@ -435,6 +435,12 @@ def response_model(requested: str, reported: str | None) -> str:
     return reported
 
 
+# (model, provider) pairs LiteLLM has no price for, per size of its price table (registering a
+# model grows it). Looking one up again walks all of LiteLLM's fallback name patterns: about a
+# millisecond per stream, for every stream of a self-hosted model.
+_unpriced: set[tuple[str, str | None, int]] = set()
+
+
 def cost(model: str, provider: str | None, usage: Usage | None) -> float | None:
     """USD cost from LiteLLM's price table, or None when the price is unknown."""
     if usage is None or (not usage.prompt_tokens and not usage.completion_tokens):
@@ -442,6 +448,9 @@ def cost(model: str, provider: str | None, usage: Usage | None) -> float | None:
     if provider == "local" or model.startswith("local/"):
         return 0.0  # the embedded model runs on this machine
     lib = litellm()
+    key = (model, provider, len(getattr(lib, "model_cost", ()) or ()))
+    if key in _unpriced:
+        return None
     try:
         prompt_cost, completion_cost = lib.cost_per_token(
             model=model,
@@ -450,9 +459,13 @@ def cost(model: str, provider: str | None, usage: Usage | None) -> float | None:
             completion_tokens=usage.completion_tokens or 0,
         )
     except Exception:
-        return None
+        prompt_cost = completion_cost = 0.0
     total = float(prompt_cost) + float(completion_cost)
-    return total if total > 0 else None
+    if total > 0:
+        return total
+    if len(_unpriced) < 10_000:
+        _unpriced.add(key)
+    return None
 
 
 # Counting a prompt this long in the model's tokens would hold the event loop for tens of milliseconds.
