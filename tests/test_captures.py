@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.captures import Capture, all_captures, capture, fixtures_dir
-from support.replay_server import ReplayServer, stream_response
+from support.replay_server import ReplayServer, split_at, stream_response
 
 import cllm
 
@@ -189,8 +189,7 @@ def test_random_byte_splits_give_the_same_events(
 ) -> None:
     cap = capture(name)
     wire = cap.wire
-    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(wire) - 1), max_size=40))))
-    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    pieces = split_at(wire, data.draw(st.lists(st.integers(1, len(wire) - 1), max_size=40)))
     whole, _ = replay_sync(cap, server, [wire])
     split, _ = replay_sync(cap, server, pieces)
     assert [repr(e) for e in split] == [repr(e) for e in whole]

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.captures import Capture, all_captures, capture, fixtures_dir
 from support.faults import sse
-from support.replay_server import ReplayServer, ScriptedResponse, error_response, stream_response
+from support.replay_server import ReplayServer, ScriptedResponse, error_response, split_at, stream_response
 
 import cllm
 from cllm import _provider, _wire
@@ -187,8 +187,7 @@ def test_random_byte_splits_give_the_same_events(
 ) -> None:
     cap = capture(name)
     wire = cap.wire
-    cuts = sorted(set(data.draw(st.lists(st.integers(1, len(wire) - 1), max_size=60))))
-    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    pieces = split_at(wire, data.draw(st.lists(st.integers(1, len(wire) - 1), max_size=60)))
     model, kwargs = _route(cap, server, "azure" if cap.route.prefix == "azure" else "openai")
     whole = run(server, model, kwargs, cap.response(pieces=[wire]), fast=False)
     split = run(server, model, kwargs, cap.response(pieces=pieces), fast=True)
