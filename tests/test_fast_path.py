@@ -229,6 +229,23 @@ def test_litellm_callbacks_send_the_stream_through_litellm(server: ReplayServer)
     assert with_callback.response.text == TEXT.expected.text
 
 
+def test_the_cache_entry_litellm_lists_for_caches_of_its_own_does_not_turn_it_off(
+    server: ReplayServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from litellm.caching.caching import Cache
+
+    lib = _provider.litellm()
+    for name in ("input_callback", "success_callback", "_async_success_callback"):
+        monkeypatch.setattr(lib, name, [])
+    Cache(type="local")  # as LiteLLM's Vertex context caching module does when it is imported
+    assert "cache" in lib.success_callback and lib.cache is None
+    model, kwargs = _route(TEXT, server)
+    assert run(server, model, kwargs, TEXT.response(), fast=True).fast
+    monkeypatch.setattr(lib, "cache", Cache(type="local"))  # a cache that is used
+    cached = run(server, model, kwargs, TEXT.response(), fast=True)
+    assert not cached.fast and cached.response.text == TEXT.expected.text
+
+
 @pytest.mark.parametrize("prefix", ["groq", "mistral", "deepseek", "openrouter", "hosted_vllm"])
 def test_providers_litellm_reads_with_its_own_handler_are_not_read_fast(
     prefix: str, server: ReplayServer

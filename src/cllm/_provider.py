@@ -387,7 +387,11 @@ def end_of_stream_consumers(wrapper: Any) -> bool:
     lib = _litellm
     if lib is None:
         return True
-    if lib.callbacks or lib.success_callback or lib._async_success_callback:
+    # "cache" is listed whenever a `litellm.Cache` exists, even one LiteLLM makes for itself (its
+    # Vertex context caching module makes one at import, after any gemini/ call): it acts only
+    # through `litellm.cache`, checked below.
+    listed = (*lib.callbacks, *lib.success_callback, *lib._async_success_callback)
+    if any(callback != "cache" for callback in listed):
         return True
     if lib.cache is not None or getattr(lib, "max_budget", None):
         return True
