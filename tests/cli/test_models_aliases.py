@@ -99,7 +99,9 @@ def test_errors_keep_the_providers_words_and_suggest_a_model(cli: Cli) -> None:
 
     assert fallbacks.returncode == 1
     # One line for the fallback, one for the error: no LiteLLM log lines, no tracebacks.
-    [fell_back, line] = fallbacks.stderr.strip().splitlines()
+    lines = fallbacks.stderr.strip().splitlines()
+    assert len(lines) == 2, fallbacks.stderr
+    [fell_back, line] = lines
     assert fell_back.startswith("falling back to openai/other-model"), fallbacks.stderr
     assert "The upstream is overloaded." in line, line
     assert "set_verbose" not in line and "All fallback attempts failed" not in line
