@@ -19,7 +19,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cllm import _wire
+from cllm import _provider, _wire
 from cllm._stream import Upstream
 from cllm.core.accumulator import Chunk
 from cllm.core.openai_chunks import parse_chunk, stream_error
@@ -32,7 +32,7 @@ __all__ = ["FastUpstream"]
 class FastUpstream(Upstream):
     """An `Upstream` that reads OpenAI-format streams itself once LiteLLM has opened them."""
 
-    def __init__(self, request: Any) -> None:
+    def __init__(self, request: _provider.Request) -> None:
         super().__init__(request)
         self._fast = False
         self._response: Any = None  # the httpx response being read, on the fast path
@@ -116,7 +116,7 @@ class FastUpstream(Upstream):
                         self._keep(chunk.usage)
                         chunk.usage = None
                     yield chunk
-            decoder.close()
+            # A body that ends inside an event loses that event, as the openai SDK drops it too.
         except Exception as exc:
             raise _wire.mapped(exc, self._wrapper, response) from exc
 
